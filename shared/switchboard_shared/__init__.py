@@ -1,0 +1,1 @@
+"""Code shared by every Switchboard service: contracts, settings and backend layers."""

@@ -1,0 +1,75 @@
+"""Builds the bus, pub/sub and key-value backends a process uses, from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from .bus import Bus, Queues, bus_from_url
+from .kv import KeyValue
+from .kv.memory import MemoryKeyValue
+from .kv.redis import RedisKeyValue
+from .pubsub import PubSub
+from .pubsub.memory import MemoryPubSub
+from .pubsub.redis import RedisPubSub
+from .settings import EMBEDDED_URL, Settings
+
+
+@dataclass
+class Backends:
+    """The backends one process shares among its services.
+
+    In embedded mode every service of the process must get the same instance,
+    since the in-process bus and pub/sub only connect what shares them.
+    """
+
+    bus: Bus
+    pubsub: PubSub
+    kv: KeyValue
+    queues: Queues
+    redis_prefix: str
+    _redis: Redis | None = field(default=None, repr=False)
+    _opened: int = field(default=0, repr=False)
+
+    def key(self, *parts: str) -> str:
+        """A Redis key or channel name under this deployment's prefix."""
+        return self.redis_prefix + ":".join(parts)
+
+    async def open(self) -> "Backends":
+        """Connect (idempotent: services sharing the instance may each call it)."""
+        if self._opened == 0:
+            await self.bus.connect()
+            await self.pubsub.connect()
+        self._opened += 1
+        return self
+
+    async def close(self) -> None:
+        """Disconnect once the last user closes."""
+        self._opened -= 1
+        if self._opened == 0:
+            await self.pubsub.close()
+            await self.bus.close()
+            if self._redis is not None:
+                await self._redis.aclose()
+
+
+def backends_from_settings(settings: Settings) -> Backends:
+    """Backends for `SB_AMQP_URL` and `SB_REDIS_URL` (`memory://` = in-process)."""
+    redis: Redis | None = None
+    if settings.redis_url == EMBEDDED_URL:
+        pubsub: PubSub = MemoryPubSub()
+        kv: KeyValue = MemoryKeyValue()
+    elif settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        redis = Redis.from_url(settings.redis_url)
+        pubsub, kv = RedisPubSub(redis), RedisKeyValue(redis)
+    else:
+        raise ValueError(f"unsupported SB_REDIS_URL scheme: {settings.redis_url.split(':', 1)[0]!r}")
+    return Backends(
+        bus=bus_from_url(settings.amqp_url),
+        pubsub=pubsub,
+        kv=kv,
+        queues=Queues(settings.queue_prefix),
+        redis_prefix=settings.redis_prefix,
+        _redis=redis,
+    )

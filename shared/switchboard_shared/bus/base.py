@@ -1,0 +1,86 @@
+"""The message bus interface: named queues, publish, consume with acks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue and how much its messages matter.
+
+    `durable` queues get persistent messages, publisher confirms and a dead-letter
+    queue (`<name>.dlq`); others carry live, transient messages with a TTL.
+    """
+
+    name: str
+    durable: bool
+
+    @property
+    def dead_letter_name(self) -> str:
+        """Where rejected messages of a durable queue go."""
+        return f"{self.name}.dlq"
+
+
+class Delivery(ABC):
+    """One received message; exactly one of ack/reject must be called."""
+
+    body: bytes
+    redelivered: bool
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """The message is handled: forget it."""
+
+    @abstractmethod
+    async def reject(self, requeue: bool = False) -> None:
+        """The message is not handled: requeue it, or dead-letter it."""
+
+
+class Consumer(ABC):
+    """A stream of deliveries from one queue, at most `prefetch` unacked at a time."""
+
+    @abstractmethod
+    async def get(self, timeout: float | None = None) -> Delivery | None:
+        """The next delivery, or None when `timeout` seconds pass first."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop consuming; unacked deliveries go back to the queue."""
+
+    def __aiter__(self) -> "Consumer":
+        return self
+
+    async def __anext__(self) -> Delivery:
+        delivery = await self.get()
+        if delivery is None:  # pragma: no cover - get() without timeout never returns None
+            raise StopAsyncIteration
+        return delivery
+
+
+class Bus(ABC):
+    """Publish to and consume from named queues."""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close connections."""
+
+    @abstractmethod
+    async def publish(self, queue: QueueSpec, body: bytes, *, ttl_seconds: float | None = None) -> None:
+        """Send a message; for durable queues, return only once the broker has confirmed it."""
+
+    @abstractmethod
+    async def consume(self, queue: QueueSpec, prefetch: int) -> Consumer:
+        """Start consuming a queue."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """Whether the broker is reachable."""
+
+    async def delete_queues(self, queues: list[QueueSpec]) -> None:
+        """Remove queues (and their dead-letter queues); used by tests and tooling."""

@@ -1,0 +1,121 @@
+"""RabbitMQ bus over aio-pika."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from .base import Bus, Consumer, Delivery, QueueSpec
+
+
+class _RabbitDelivery(Delivery):
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self._message = message
+        self.body = message.body
+        self.redelivered = bool(message.redelivered)
+
+    async def ack(self) -> None:
+        await self._message.ack()
+
+    async def reject(self, requeue: bool = False) -> None:
+        await self._message.reject(requeue=requeue)
+
+
+class _RabbitConsumer(Consumer):
+    """Deliveries are pushed by aio-pika into a local queue; prefetch bounds it."""
+
+    def __init__(self, channel: AbstractChannel, queue: aio_pika.abc.AbstractQueue) -> None:
+        self._channel, self._queue = channel, queue
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._tag: str | None = None
+
+    async def start(self) -> None:
+        self._tag = await self._queue.consume(self._inbox.put)
+
+    async def get(self, timeout: float | None = None) -> Delivery | None:
+        try:
+            message = await asyncio.wait_for(self._inbox.get(), timeout)
+        except TimeoutError:
+            return None
+        return _RabbitDelivery(message)
+
+    async def close(self) -> None:
+        if not self._channel.is_closed:
+            await self._channel.close()  # unacked messages return to the queue
+
+
+class RabbitBus(Bus):
+    """Durable queues get persistent messages, publisher confirms and a dead-letter queue.
+
+    Transient queues (live chat jobs) are published on a channel without confirms,
+    with a per-message TTL so a job nobody takes in time is dropped by the broker.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._confirmed: AbstractChannel | None = None
+        self._fast: AbstractChannel | None = None
+        self._declared: set[str] = set()
+        self._declare_lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(self._url)
+        self._confirmed = await self._connection.channel(publisher_confirms=True)
+        self._fast = await self._connection.channel(publisher_confirms=False)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _declare(self, channel: AbstractChannel, spec: QueueSpec) -> aio_pika.abc.AbstractQueue:
+        arguments: dict[str, object] = {}
+        if spec.durable:
+            await channel.declare_queue(spec.dead_letter_name, durable=True)
+            arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": spec.dead_letter_name}
+        return await channel.declare_queue(spec.name, durable=True, arguments=arguments)
+
+    async def _ensure_declared(self, spec: QueueSpec) -> None:
+        if spec.name in self._declared:
+            return
+        async with self._declare_lock:
+            if spec.name not in self._declared:
+                assert self._confirmed is not None
+                await self._declare(self._confirmed, spec)
+                self._declared.add(spec.name)
+
+    async def publish(self, queue: QueueSpec, body: bytes, *, ttl_seconds: float | None = None) -> None:
+        await self._ensure_declared(queue)
+        channel = self._confirmed if queue.durable else self._fast
+        assert channel is not None, "connect() first"
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if queue.durable else aio_pika.DeliveryMode.NOT_PERSISTENT,
+            expiration=ttl_seconds,
+            content_type="application/json",
+        )
+        # With publisher_confirms on the channel, this returns once the broker confirmed.
+        await channel.default_exchange.publish(message, routing_key=queue.name, mandatory=False)
+
+    async def consume(self, queue: QueueSpec, prefetch: int) -> Consumer:
+        assert self._connection is not None, "connect() first"
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        declared = await self._declare(channel, queue)
+        consumer = _RabbitConsumer(channel, declared)
+        await consumer.start()
+        return consumer
+
+    async def ping(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def delete_queues(self, queues: list[QueueSpec]) -> None:
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        for spec in queues:
+            for name in (spec.name, spec.dead_letter_name):
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
+        await channel.close()

@@ -1,0 +1,89 @@
+"""Message contracts between services: what travels on the bus and on pub/sub.
+
+A change here is a change of the wire format between services; keep fields
+additive so old and new processes can run side by side during a rollout.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ChatJob(BaseModel):
+    """A chat request, validated by the edge, for a relay worker to serve."""
+
+    request_id: str
+    token_id: int | None
+    end_user: str = Field(description="Stable end-user id: the client's `user` or one derived from the token.")
+    model: str
+    body: dict[str, Any] = Field(description="The client's OpenAI request body, validated.")
+    stream: bool
+    include_usage: bool = False
+    reply_to: str = Field(description="Pub/sub channel the edge listens on for this job's frames.")
+    pickup_deadline: float = Field(description="Unix time after which nobody should start this job.")
+    config_version: int = 0
+    headers: dict[str, str] = Field(default_factory=dict, description="Client headers a channel may use.")
+    kind: Literal["chat", "completion"] = "chat"
+
+
+class FrameKind(StrEnum):
+    """What a stream frame carries."""
+
+    STARTED = "started"  # a worker took the job
+    CHUNK = "chunk"  # payload: one OpenAI chunk JSON
+    RESULT = "result"  # payload: the whole non-stream response JSON
+    ERROR = "error"  # payload: an OpenAI error JSON; `status` is the HTTP status
+    DONE = "done"  # the stream is over
+
+
+class FrameHeader(BaseModel):
+    """The header of a frame on the reply channel; the payload follows it raw."""
+
+    request_id: str
+    kind: FrameKind
+    status: int | None = None
+    headers: dict[str, str] | None = None  # response headers, on the first frame that commits the response
+
+
+class CancelNotice(BaseModel):
+    """Broadcast by the edge when a client goes away: the worker stops the upstream call."""
+
+    request_id: str
+
+
+class UsageEvent(BaseModel):
+    """One per chat job, from the relay worker to accounting. Never lost, counted once."""
+
+    request_id: str
+    token_id: int | None
+    channel_id: int | None
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    estimated: bool = False
+    status: Literal["ok", "error", "cancelled"] = "ok"
+    error_code: str | None = None
+    stream: bool = False
+    attempts: int = 1
+    duration_ms: int = 0
+    ttft_ms: int | None = None
+    created_at: datetime
+
+
+_SEPARATOR = b"\n"
+
+
+def encode_frame(header: FrameHeader, payload: bytes = b"") -> bytes:
+    """Frame = header JSON, newline, raw payload. The payload is never re-escaped."""
+    return header.model_dump_json(exclude_none=True).encode() + _SEPARATOR + payload
+
+
+def decode_frame(raw: bytes) -> tuple[FrameHeader, bytes]:
+    """Split a frame into its validated header and its raw payload."""
+    head, _, payload = raw.partition(_SEPARATOR)
+    return FrameHeader.model_validate_json(head), payload

@@ -1,0 +1,40 @@
+"""Pub/sub interface: live, fire-and-forget messages on named channels."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+Handler = Callable[[bytes], None]
+
+
+class PubSub(ABC):
+    """Publish to channels; subscribe a handler to a channel.
+
+    One subscription connection per process serves every subscribed channel;
+    handlers run on the event loop and must not block.
+    """
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close connections."""
+
+    @abstractmethod
+    async def publish(self, channel: str, data: bytes) -> None:
+        """Send `data` to every current subscriber of `channel`."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str, handler: Handler) -> None:
+        """Call `handler` for each message on `channel`; returns once the subscription is live."""
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop delivering `channel`."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """Whether the backend is reachable."""

@@ -1,0 +1,63 @@
+"""Settings for every service, read from `SB_*` environment variables (and `.env`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_URL = "memory://"
+
+
+class Settings(BaseSettings):
+    """One settings object for all services; each reads the fields it needs.
+
+    The defaults are the embedded backends (SQLite, in-process bus and pub/sub),
+    so `switchboard up` needs no server. `amqp://`, `redis://` and
+    `postgresql+asyncpg://` URLs switch to the real ones.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SB_", env_file=".env", extra="ignore")
+
+    # Backends
+    database_url: str = "sqlite+aiosqlite:///./data/switchboard.db"
+    amqp_url: str = EMBEDDED_URL
+    redis_url: str = EMBEDDED_URL
+    queue_prefix: str = Field("sb.", description="Prefix of every RabbitMQ queue name.")
+    redis_prefix: str = Field("sb:", description="Prefix of every Redis key and pub/sub channel.")
+
+    # Edge
+    admin_key: str | None = None
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8080
+    max_body_bytes: int = 8 * 1024 * 1024
+    pickup_timeout_seconds: float = 10.0
+    reply_idle_timeout_seconds: float = 300.0
+    token_cache_seconds: float = 60.0
+
+    # Relay worker
+    relay_concurrency: int = 64
+    relay_families: str = Field("openai,dify", description="Comma list of channel families this worker serves.")
+    relay_max_attempts: int = 3
+    upstream_connect_timeout_seconds: float = 10.0
+    upstream_read_timeout_seconds: float = 120.0
+
+    # Accounting
+    accounting_batch_size: int = 200
+    accounting_batch_seconds: float = 0.5
+
+    # Health/metrics port of the non-HTTP services (0 = no health server)
+    relay_health_port: int = 0
+    accounting_health_port: int = 0
+
+    # Logging
+    log_level: str = "INFO"
+
+    @property
+    def families(self) -> list[str]:
+        """The channel families this worker consumes, from `relay_families`."""
+        return [f.strip() for f in self.relay_families.split(",") if f.strip()]
+
+    @property
+    def embedded(self) -> bool:
+        """True when bus and pub/sub are the in-process backends."""
+        return self.amqp_url == EMBEDDED_URL or self.redis_url == EMBEDDED_URL
