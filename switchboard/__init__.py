@@ -1,0 +1,1 @@
+"""Switchboard's command line and the process runner that wires services together."""

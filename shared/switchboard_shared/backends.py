@@ -36,6 +36,22 @@ class Backends:
         """A Redis key or channel name under this deployment's prefix."""
         return self.redis_prefix + ":".join(parts)
 
+    def token_cache_key(self, key_hash: str) -> str:
+        """Where the edge caches a token record (accounting drops it when spend changes)."""
+        return self.key("token", key_hash)
+
+    def config_version_key(self) -> str:
+        """A counter bumped whenever channels change, so every process reloads them."""
+        return self.key("config", "version")
+
+    def cancel_channel(self) -> str:
+        """Broadcast channel on which edges announce client disconnects to workers."""
+        return self.key("cancel")
+
+    def reply_channel(self, edge_id: str) -> str:
+        """The pub/sub channel one edge process receives all its jobs' frames on."""
+        return self.key("reply", edge_id)
+
     async def open(self) -> "Backends":
         """Connect (idempotent: services sharing the instance may each call it)."""
         if self._opened == 0:

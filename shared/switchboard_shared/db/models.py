@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text, func
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text, func, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -53,7 +53,7 @@ class Token(Base):
     used_quota: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     request_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
 
 
@@ -72,8 +72,8 @@ class Channel(Base):
     # Facts learned from the upstream (e.g. a Dify app's name and mode), refreshed when the channel changes.
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    weight: Mapped[int] = mapped_column(Integer, default=1, server_default=true())
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     used_quota: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     request_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())

@@ -1,0 +1,91 @@
+"""The accounting service: batches usage events off the bus into the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from pydantic import ValidationError
+
+from switchboard_shared.backends import Backends
+from switchboard_shared.bus import Consumer, Delivery
+from switchboard_shared.contracts import UsageEvent
+from switchboard_shared.db import Database
+from switchboard_shared.settings import Settings
+
+from .recorder import record_batch
+
+log = logging.getLogger(__name__)
+
+
+class AccountingService:
+    """Consumes usage events in batches (size- and time-bound), commits, then acks."""
+
+    name = "accounting"
+
+    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
+        self.settings, self.backends, self.db = settings, backends, db
+        self._consumer: Consumer | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self.recorded = 0
+
+    async def start(self) -> None:
+        self._consumer = await self.backends.bus.consume(self.backends.queues.usage, self.settings.accounting_batch_size)
+        self._loop = asyncio.create_task(self._run(), name="accounting")
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.close()  # unacked events go back to the queue
+
+    async def ready(self) -> bool:
+        return await self.backends.bus.ping() and await self.db.ping()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._collect(self._consumer)
+            try:
+                await self._flush(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database is away: hand the batch back and try again shortly.
+                log.exception("usage batch failed; will retry", extra={"size": len(batch)})
+                for delivery, _ in batch:
+                    await delivery.reject(requeue=True)
+                await asyncio.sleep(1.0)
+
+    async def _collect(self, consumer: Consumer) -> list[tuple[Delivery, UsageEvent]]:
+        """Wait for one event, then gather more until the batch is full or its time is up."""
+        batch: list[tuple[Delivery, UsageEvent]] = []
+        deadline: float | None = None
+        while len(batch) < self.settings.accounting_batch_size:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            delivery = await consumer.get(timeout)
+            if delivery is None:
+                break
+            try:
+                event = UsageEvent.model_validate_json(delivery.body)
+            except ValidationError:
+                log.error("malformed usage event sent to the dead-letter queue")
+                await delivery.reject(requeue=False)
+                continue
+            batch.append((delivery, event))
+            if deadline is None:
+                deadline = time.monotonic() + self.settings.accounting_batch_seconds
+        return batch
+
+    async def _flush(self, batch: list[tuple[Delivery, UsageEvent]]) -> None:
+        if not batch:
+            return
+        fresh, token_hashes = await record_batch(self.db, [event for _, event in batch])
+        if token_hashes:
+            await self.backends.kv.delete(*(self.backends.token_cache_key(h) for h in token_hashes))
+        for delivery, _ in batch:
+            await delivery.ack()
+        self.recorded += fresh
+        log.info("usage recorded", extra={"batch": len(batch), "new": fresh})

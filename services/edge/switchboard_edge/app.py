@@ -1,0 +1,21 @@
+"""The edge's FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .errors import install_error_handlers
+from .middleware import EdgeMiddleware
+from .routes import admin_channels, admin_tokens, chat, health, models
+from .state import EdgeState
+
+
+def create_app(edge: EdgeState) -> FastAPI:
+    """The ASGI app; `edge` must be started (and stopped) by its owner."""
+    app = FastAPI(title="Switchboard", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app.state.edge = edge
+    install_error_handlers(app)
+    for module in (chat, models, health, admin_channels, admin_tokens):
+        app.include_router(module.router)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=edge.settings.max_body_bytes)
+    return app

@@ -1,0 +1,120 @@
+"""Client-key and admin-key checks. Keys are compared only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from switchboard_shared.backends import Backends
+from switchboard_shared.db import Database, SystemSetting, Token
+from switchboard_shared.errors import OpenAIError
+from switchboard_shared.keys import hash_key, same_hash
+
+ADMIN_KEY_SETTING = "admin_key_hash"
+_MISSING = b"-"  # cached marker for "no such key", so unknown keys don't reach the database each time
+_MISSING_TTL_SECONDS = 5.0
+
+
+class TokenRecord(BaseModel):
+    """What the edge needs to know about a client key (cached in the key-value store)."""
+
+    id: int
+    name: str
+    models: list[str] | None
+    quota: int | None
+    used_quota: int
+    expires_at: datetime | None
+    enabled: bool
+
+    @classmethod
+    def of(cls, token: Token) -> "TokenRecord":
+        return cls(
+            id=token.id,
+            name=token.name,
+            models=token.models,
+            quota=token.quota,
+            used_quota=token.used_quota,
+            expires_at=token.expires_at,
+            enabled=token.enabled,
+        )
+
+    def allows(self, model: str) -> bool:
+        """Whether this key may call `model`."""
+        return self.models is None or model in self.models
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header."""
+    if not authorization:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+class TokenAuthenticator:
+    """Validates client keys against the key-value cache, with the database behind it."""
+
+    def __init__(self, db: Database, backends: Backends, cache_seconds: float) -> None:
+        self._db, self._backends, self._cache_seconds = db, backends, cache_seconds
+
+    async def authenticate(self, authorization: str | None) -> TokenRecord:
+        """The usable token for a request's Authorization header, or a 401/429 error."""
+        key = bearer(authorization)
+        if key is None:
+            raise OpenAIError(401, "Missing API key: send 'Authorization: Bearer sk-…'.", code="missing_api_key")
+        record = await self._lookup(hash_key(key))
+        if record is None:
+            raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")
+        if not record.enabled:
+            raise OpenAIError(401, "This API key is disabled.", code="api_key_disabled")
+        if record.expires_at is not None and record.expires_at <= datetime.now(timezone.utc):
+            raise OpenAIError(401, "This API key has expired.", code="api_key_expired")
+        if record.quota is not None and record.used_quota >= record.quota:
+            raise OpenAIError(429, "This API key has used up its quota.", code="insufficient_quota")
+        return record
+
+    async def _lookup(self, key_hash: str) -> TokenRecord | None:
+        cache_key = self._backends.token_cache_key(key_hash)
+        cached = await self._backends.kv.get(cache_key)
+        if cached == _MISSING:
+            return None
+        if cached is not None:
+            return TokenRecord.model_validate_json(cached)
+        async with self._db.session() as session:
+            token = await session.scalar(select(Token).where(Token.key_hash == key_hash))
+        if token is None:
+            await self._backends.kv.set(cache_key, _MISSING, _MISSING_TTL_SECONDS)
+            return None
+        record = TokenRecord.of(token)
+        await self._backends.kv.set(cache_key, record.model_dump_json().encode(), self._cache_seconds)
+        return record
+
+    async def forget(self, key_hash: str) -> None:
+        """Drop a token's cached copy after an admin change."""
+        await self._backends.kv.delete(self._backends.token_cache_key(key_hash))
+
+
+class AdminAuthenticator:
+    """The admin key: `SB_ADMIN_KEY`, else the hash `switchboard up` stored at first start."""
+
+    def __init__(self, db: Database, configured_key: str | None) -> None:
+        self._db = db
+        self._hash = hash_key(configured_key) if configured_key else None
+
+    async def load(self) -> None:
+        """Read the stored admin key hash when none is configured."""
+        if self._hash is None:
+            async with self._db.session() as session:
+                stored = await session.get(SystemSetting, ADMIN_KEY_SETTING)
+            self._hash = stored.value if stored is not None else None
+
+    def check(self, authorization: str | None) -> None:
+        """Raise 401 unless the header carries the admin key."""
+        if self._hash is None:
+            raise OpenAIError(401, "The admin API is disabled: set SB_ADMIN_KEY.", code="admin_disabled")
+        key = bearer(authorization)
+        if key is None or not same_hash(hash_key(key), self._hash):
+            raise OpenAIError(401, "Incorrect admin key.", code="invalid_admin_key")

@@ -1,0 +1,108 @@
+"""Sending a chat job to the relay workers and following its reply frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from switchboard_shared.backends import Backends
+from switchboard_shared.contracts import CancelNotice, ChatJob, FrameHeader, FrameKind
+from switchboard_shared.errors import OpenAIError
+
+from .replies import Frame, ReplyRouter
+
+log = logging.getLogger(__name__)
+
+
+class ReplyStream:
+    """The frames of one job, after a worker has taken it."""
+
+    def __init__(self, dispatcher: "JobDispatcher", job: ChatJob, inbox: asyncio.Queue[Frame]) -> None:
+        self._dispatcher, self.job, self._inbox = dispatcher, job, inbox
+        self.finished = False
+
+    async def next(self) -> Frame:
+        """The next frame; a worker silent for too long gives a 504."""
+        try:
+            header, payload = await asyncio.wait_for(self._inbox.get(), self._dispatcher.idle_timeout)
+        except TimeoutError:
+            raise OpenAIError(504, "the relay worker stopped answering", code="relay_timeout") from None
+        if is_final(header):
+            self.finished = True
+        return header, payload
+
+    def close(self) -> None:
+        """Stop following; if the answer did not finish, the worker is told to stop."""
+        self._dispatcher.release(self.job.request_id, cancel=not self.finished)
+
+
+class JobDispatcher:
+    """Publishes jobs, waits for a worker to take them, and cancels them when clients leave."""
+
+    def __init__(self, backends: Backends, router: ReplyRouter, pickup_timeout: float, idle_timeout: float) -> None:
+        self._backends, self._router = backends, router
+        self.pickup_timeout, self.idle_timeout = pickup_timeout, idle_timeout
+        self._background: set[asyncio.Task[None]] = set()
+
+    def new_job_deadline(self) -> float:
+        """The pickup deadline for a job published now."""
+        return time.time() + self.pickup_timeout
+
+    async def submit(self, job: ChatJob, family: str) -> ReplyStream:
+        """Publish `job` and return once a worker has started it (503 if none does in time)."""
+        inbox = self._router.open(job.request_id)
+        try:
+            await self._backends.bus.publish(
+                self._backends.queues.chat(family), job.model_dump_json().encode(), ttl_seconds=self.pickup_timeout
+            )
+        except Exception as exc:
+            self._router.close(job.request_id)
+            log.exception("publishing a job failed", extra={"request_id": job.request_id})
+            raise OpenAIError(503, "the message broker is unavailable; retry shortly", code="broker_unavailable") from exc
+        stream = ReplyStream(self, job, inbox)
+        try:
+            header, _ = await asyncio.wait_for(inbox.get(), self.pickup_timeout)
+        except TimeoutError:
+            stream.close()
+            raise OpenAIError(
+                503,
+                f"no relay worker took the request within {self.pickup_timeout:g}s; the service is overloaded or no worker is running",
+                code="no_worker_available",
+            ) from None
+        except BaseException:
+            stream.close()
+            raise
+        if header.kind is not FrameKind.STARTED:  # pragma: no cover - workers always start with STARTED
+            inbox.put_nowait((header, _))
+        return stream
+
+    def release(self, request_id: str, *, cancel: bool) -> None:
+        """Forget a request; tell workers to stop it if it was cut short.
+
+        Runs from `finally` blocks of cancelled tasks too, so the notice is sent
+        from a task of its own.
+        """
+        self._router.close(request_id)
+        if cancel:
+            task = asyncio.get_running_loop().create_task(self._cancel(request_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _cancel(self, request_id: str) -> None:
+        try:
+            await self._backends.pubsub.publish(
+                self._backends.cancel_channel(), CancelNotice(request_id=request_id).model_dump_json().encode()
+            )
+        except Exception:
+            log.exception("could not announce a cancel", extra={"request_id": request_id})
+
+    async def drain(self) -> None:
+        """Wait for outstanding cancel notices."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def is_final(header: FrameHeader) -> bool:
+    """Whether a frame ends the reply."""
+    return header.kind in (FrameKind.DONE, FrameKind.RESULT, FrameKind.ERROR)

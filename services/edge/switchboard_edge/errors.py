@@ -1,0 +1,54 @@
+"""Every failure leaves the edge as an OpenAI-style error, never as a bare 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from switchboard_shared.errors import OpenAIError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: OpenAIError, headers: dict[str, str] | None = None) -> Response:
+    """The HTTP response of an error."""
+    return Response(error.to_json(), status_code=error.status, media_type="application/json", headers=headers)
+
+
+def validation_error(exc: ValidationError | RequestValidationError) -> OpenAIError:
+    """The first validation problem, named by its JSON path."""
+    first = exc.errors()[0]
+    location = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # Discriminated unions add the tag to the path; it is noise to the client.
+    param = ".".join(location) or None
+    message = first.get("msg", "invalid request").removeprefix("Value error, ")
+    if param:
+        message = f"{message} (at '{param}')"
+    return OpenAIError(400, message, code="invalid_request", param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map OpenAIError, validation errors, HTTP errors and anything unexpected to OpenAI's shape."""
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(_: Request, exc: OpenAIError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(OpenAIError(exc.status_code, str(exc.detail), code=code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return error_response(OpenAIError(500, "internal error", code="internal_error", type="server_error"))

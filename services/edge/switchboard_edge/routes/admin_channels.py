@@ -1,0 +1,102 @@
+"""Admin API: /api/channels."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from switchboard_shared.channel_types import served_models
+from switchboard_shared.db import Channel
+from switchboard_shared.errors import OpenAIError
+
+from ..channel_probe import probe_channel
+from ..schemas.admin import ChannelCreate, ChannelOut, ChannelUpdate
+from .deps import edge_of, get_or_404, json_object, require_admin
+from .validation import parse
+
+router = APIRouter(prefix="/api/channels", dependencies=[Depends(require_admin)])
+
+
+def mask(secret: str) -> str:
+    """Enough of a key to recognise it, never the key."""
+    return f"{secret[:4]}…{secret[-4:]}" if len(secret) > 12 else "…"
+
+
+def channel_out(channel: Channel) -> ChannelOut:
+    """A channel as the admin API shows it."""
+    return ChannelOut(
+        id=channel.id,
+        name=channel.name,
+        type=channel.type,
+        base_url=channel.base_url,
+        api_key=mask(channel.api_key),
+        models=list(channel.models or []),
+        served_models=served_models(channel.models or (), channel.info),
+        priority=channel.priority,
+        weight=channel.weight,
+        enabled=channel.enabled,
+        options=dict(channel.options or {}),
+        info=channel.info,
+        used_quota=channel.used_quota,
+        request_count=channel.request_count,
+        created_at=channel.created_at,
+    )
+
+
+@router.post("", status_code=201)
+async def create_channel(request: Request) -> ChannelOut:
+    """Add a channel."""
+    edge = edge_of(request)
+    data = parse(ChannelCreate, await json_object(request))
+    channel = Channel(**{**data.model_dump(), "base_url": str(data.base_url).rstrip("/")})
+    channel.info = await probe_channel(channel)
+    async with edge.db.session() as session, session.begin():
+        session.add(channel)
+    await edge.catalog.changed()
+    return channel_out(channel)
+
+
+@router.get("")
+async def list_channels(request: Request) -> dict[str, list[ChannelOut]]:
+    """All channels."""
+    async with edge_of(request).db.session() as session:
+        rows = (await session.scalars(select(Channel).order_by(Channel.id))).all()
+    return {"data": [channel_out(c) for c in rows]}
+
+
+@router.get("/{channel_id}")
+async def get_channel(channel_id: int, request: Request) -> ChannelOut:
+    """One channel."""
+    async with edge_of(request).db.session() as session:
+        return channel_out(await get_or_404(session, Channel, channel_id))
+
+
+@router.patch("/{channel_id}")
+async def update_channel(channel_id: int, request: Request) -> ChannelOut:
+    """Change some fields of a channel."""
+    edge = edge_of(request)
+    changes = parse(ChannelUpdate, await json_object(request)).model_dump(exclude_unset=True)
+    for field in ("name", "type", "base_url", "api_key", "priority", "weight", "enabled", "options", "models"):
+        if field in changes and changes[field] is None:
+            raise OpenAIError(400, f"'{field}' cannot be null.", code="invalid_request", param=field)
+    if "base_url" in changes:
+        changes["base_url"] = str(changes["base_url"]).rstrip("/")
+    async with edge.db.session() as session, session.begin():
+        channel = await get_or_404(session, Channel, channel_id)
+        for field, value in changes.items():
+            setattr(channel, field, value)
+        if changes.keys() & {"type", "base_url", "api_key", "options"}:
+            channel.info = await probe_channel(channel)
+    await edge.catalog.changed()
+    return channel_out(channel)
+
+
+@router.delete("/{channel_id}")
+async def delete_channel(channel_id: int, request: Request) -> dict[str, object]:
+    """Remove a channel (its usage rows stay)."""
+    edge = edge_of(request)
+    async with edge.db.session() as session, session.begin():
+        await session.delete(await get_or_404(session, Channel, channel_id))
+    await edge.catalog.changed()
+    return {"id": channel_id, "deleted": True}
+

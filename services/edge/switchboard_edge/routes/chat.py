@@ -1,0 +1,145 @@
+"""POST /v1/chat/completions: validate, authorize, hand to a relay worker, relay the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from switchboard_shared.contracts import ChatJob, FrameKind
+from switchboard_shared.errors import OpenAIError
+from switchboard_shared.keys import hash_key
+
+from ..auth import TokenRecord
+from ..dispatch import JobDispatcher, ReplyStream
+from ..errors import validation_error
+from ..replies import Frame
+from ..schemas.chat import ChatCompletionRequest
+from .deps import edge_of, json_object
+
+router = APIRouter()
+
+T = TypeVar("T")
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Client headers a channel may act on (e.g. pinning a Dify conversation).
+_FORWARDED_HEADERS = ("x-dify-conversation-id",)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was ready."""
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    """OpenAI Chat Completions, streaming or not."""
+    edge = edge_of(request)
+    token = await edge.tokens.authenticate(request.headers.get("authorization"))
+    body = await json_object(request)
+    try:
+        chat = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    family = edge.catalog.family(chat.model)
+    if family is None:
+        raise OpenAIError(404, f"The model '{chat.model}' does not exist or is not enabled.", code="model_not_found", param="model")
+    if not token.allows(chat.model):
+        raise OpenAIError(403, f"This API key may not use the model '{chat.model}'.", code="model_not_allowed", param="model")
+    state = request.scope["state"]
+    state["model"], state["token_id"] = chat.model, token.id
+
+    job = ChatJob(
+        request_id=state["request_id"],
+        token_id=token.id,
+        end_user=chat.user or _end_user_of(token),
+        model=chat.model,
+        body=body,
+        stream=chat.stream,
+        include_usage=bool(chat.stream and chat.stream_options and chat.stream_options.include_usage),
+        reply_to=edge.router.channel,
+        pickup_deadline=edge.dispatcher.new_job_deadline(),
+        config_version=edge.catalog.version,
+        headers={h: v for h in _FORWARDED_HEADERS if (v := request.headers.get(h)) is not None},
+    )
+    try:
+        stream, first = await _unless_disconnected(request, _first_frame(edge.dispatcher, job, family))
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody reads it; the job has been cancelled
+    return _respond(stream, first) if job.stream else _respond_once(stream, first)
+
+
+async def _first_frame(dispatcher: JobDispatcher, job: ChatJob, family: str) -> tuple[ReplyStream, Frame]:
+    """Publish the job and wait for the frame that decides the response's status."""
+    stream = await dispatcher.submit(job, family)
+    try:
+        return stream, await stream.next()
+    except BaseException:
+        stream.close()  # error or client gone: stop the worker
+        raise
+
+
+def _end_user_of(token: TokenRecord) -> str:
+    # Stable per key, so upstreams see one end-user per key rather than one per request.
+    return "sb-" + hash_key(f"switchboard-end-user:{token.id}")[:16]
+
+
+def _respond_once(stream: ReplyStream, frame: Frame) -> Response:
+    stream.close()
+    header, payload = frame
+    if header.kind is FrameKind.ERROR:
+        return Response(payload, status_code=header.status or 502, media_type="application/json", headers=header.headers)
+    return Response(payload, media_type="application/json", headers=header.headers)
+
+
+def _respond(stream: ReplyStream, first: Frame) -> Response:
+    header, payload = first
+    if header.kind is FrameKind.ERROR:  # nothing sent yet: a proper HTTP error
+        stream.close()
+        return Response(payload, status_code=header.status or 502, media_type="application/json", headers=header.headers)
+    return StreamingResponse(
+        _sse(stream, first), media_type="text/event-stream", headers={**_SSE_HEADERS, **(header.headers or {})}
+    )
+
+
+async def _sse(stream: ReplyStream, first: Frame) -> AsyncIterator[bytes]:
+    """Frames → SSE bytes. Leaving early (client gone) cancels the job."""
+    header, payload = first
+    try:
+        while True:
+            if header.kind is FrameKind.DONE:
+                yield b"data: [DONE]\n\n"
+                return
+            yield b"data: " + payload + b"\n\n"
+            if header.kind is FrameKind.ERROR:
+                yield b"data: [DONE]\n\n"
+                return
+            try:
+                header, payload = await stream.next()
+            except OpenAIError as exc:
+                yield b"data: " + exc.to_json() + b"\n\n" + b"data: [DONE]\n\n"
+                return
+    finally:
+        stream.close()
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, abandoning it (and raising ClientDisconnected) if the client hangs up first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientDisconnected
+    finally:
+        watcher.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,109 @@
+"""Admin API bodies: channels and tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from switchboard_shared.channel_types import CHANNEL_FAMILIES
+
+ChannelType = Literal["openai", "dify"]
+assert set(ChannelType.__args__) == set(CHANNEL_FAMILIES)  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _clean_models(models: list[str] | None) -> list[str] | None:
+    if models is None:
+        return None
+    cleaned = [m.strip() for m in models]
+    if any(not m for m in cleaned):
+        raise ValueError("model names must not be empty")
+    return list(dict.fromkeys(cleaned))
+
+
+class ChannelCreate(_Strict):
+    name: str = Field(min_length=1, max_length=128)
+    type: ChannelType
+    base_url: HttpUrl
+    api_key: str = Field(min_length=1)
+    models: list[str] = Field(default_factory=list)
+    priority: int = 0
+    weight: int = Field(1, ge=0, le=10_000)
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _models = field_validator("models")(_clean_models)
+
+
+class ChannelUpdate(_Strict):
+    name: str | None = Field(None, min_length=1, max_length=128)
+    type: ChannelType | None = None
+    base_url: HttpUrl | None = None
+    api_key: str | None = Field(None, min_length=1)
+    models: list[str] | None = None
+    priority: int | None = None
+    weight: int | None = Field(None, ge=0, le=10_000)
+    enabled: bool | None = None
+    options: dict[str, Any] | None = None
+
+    _models = field_validator("models")(_clean_models)
+
+
+class ChannelOut(BaseModel):
+    id: int
+    name: str
+    type: str
+    base_url: str
+    api_key: str = Field(description="Masked: never returned whole.")
+    models: list[str]
+    served_models: list[str]
+    priority: int
+    weight: int
+    enabled: bool
+    options: dict[str, Any]
+    info: dict[str, Any] | None
+    used_quota: int
+    request_count: int
+    created_at: datetime
+
+
+class TokenCreate(_Strict):
+    name: str = Field(min_length=1, max_length=128)
+    models: list[str] | None = None
+    quota: int | None = Field(None, ge=0, description="Tokens this key may use; null = unlimited.")
+    expires_at: datetime | None = None
+    enabled: bool = True
+
+    _models = field_validator("models")(_clean_models)
+
+
+class TokenUpdate(_Strict):
+    name: str | None = Field(None, min_length=1, max_length=128)
+    models: list[str] | None = None
+    quota: int | None = Field(None, ge=0)
+    expires_at: datetime | None = None
+    enabled: bool | None = None
+
+    _models = field_validator("models")(_clean_models)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    key_hint: str
+    models: list[str] | None
+    quota: int | None
+    used_quota: int
+    request_count: int
+    expires_at: datetime | None
+    enabled: bool
+    created_at: datetime
+
+
+class TokenCreated(TokenOut):
+    key: str = Field(description="The key itself: shown once, only its hash is stored.")

@@ -1,0 +1,32 @@
+"""The edge as a runnable service: its state plus an HTTP server."""
+
+from __future__ import annotations
+
+from switchboard_shared.backends import Backends
+from switchboard_shared.db import Database
+from switchboard_shared.service import HttpServer
+from switchboard_shared.settings import Settings
+
+from .app import create_app
+from .state import EdgeState
+
+
+class EdgeService:
+    """Starts the edge state, then serves HTTP on `SB_EDGE_HOST:SB_EDGE_PORT`."""
+
+    name = "edge"
+
+    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
+        self.state = EdgeState(settings, backends, db)
+        self._server = HttpServer(create_app(self.state), settings.edge_host, settings.edge_port)
+
+    async def start(self) -> None:
+        await self.state.start()
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._server.stop()
+        await self.state.stop()
+
+    async def ready(self) -> bool:
+        return all((await self.state.ready()).values())

@@ -1,0 +1,49 @@
+"""The edge's state, owned by one object per process."""
+
+from __future__ import annotations
+
+import uuid
+
+from switchboard_shared.backends import Backends
+from switchboard_shared.db import Database
+from switchboard_shared.settings import Settings
+
+from .auth import AdminAuthenticator, TokenAuthenticator
+from .catalog import ModelCatalog
+from .dispatch import JobDispatcher
+from .replies import ReplyRouter
+
+
+class EdgeState:
+    """Everything the routes use: auth, the model catalog, the job dispatcher."""
+
+    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
+        self.settings, self.backends, self.db = settings, backends, db
+        self.edge_id = uuid.uuid4().hex[:12]
+        self.router = ReplyRouter(backends.pubsub, backends.reply_channel(self.edge_id))
+        self.dispatcher = JobDispatcher(
+            backends, self.router, settings.pickup_timeout_seconds, settings.reply_idle_timeout_seconds
+        )
+        self.catalog = ModelCatalog(db, backends)
+        self.tokens = TokenAuthenticator(db, backends, settings.token_cache_seconds)
+        self.admin = AdminAuthenticator(db, settings.admin_key)
+
+    async def start(self) -> None:
+        """Subscribe to replies, load the catalog and the admin key."""
+        await self.router.start()
+        await self.catalog.start()
+        await self.admin.load()
+
+    async def stop(self) -> None:
+        """Undo start()."""
+        await self.catalog.stop()
+        await self.dispatcher.drain()
+        await self.router.stop()
+
+    async def ready(self) -> dict[str, bool]:
+        """Reachability of each backend."""
+        return {
+            "database": await self.db.ping(),
+            "bus": await self.backends.bus.ping(),
+            "pubsub": await self.backends.pubsub.ping(),
+        }

@@ -1,0 +1,63 @@
+"""The worker's view of the channels table, reloaded when the configuration changes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import select
+
+from switchboard_shared.channel_types import served_models
+from switchboard_shared.db import Channel, Database
+
+from .channels.base import ChannelConfig
+
+# Reload at least this often even without a version bump (a safety net).
+_MAX_AGE_SECONDS = 30.0
+
+
+class ChannelDirectory:
+    """Enabled channels by model name.
+
+    Jobs carry the configuration version the edge saw; a newer one than ours
+    means an admin changed channels, so we reload before choosing.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._by_model: dict[str, list[ChannelConfig]] = {}
+        self._version = -1
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def channels_for(self, model: str, min_version: int) -> list[ChannelConfig]:
+        """Enabled channels serving `model`, fresh as of `min_version`."""
+        if min_version > self._version or time.monotonic() - self._loaded_at > _MAX_AGE_SECONDS:
+            await self._reload(min_version)
+        return self._by_model.get(model, [])
+
+    async def _reload(self, version: int) -> None:
+        async with self._lock:
+            if version <= self._version and time.monotonic() - self._loaded_at <= _MAX_AGE_SECONDS:
+                return  # another job reloaded while we waited
+            async with self._db.session() as session:
+                rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)))).all()
+            by_model: dict[str, list[ChannelConfig]] = {}
+            for row in rows:
+                config = ChannelConfig(
+                    id=row.id,
+                    name=row.name,
+                    type=row.type,
+                    base_url=row.base_url,
+                    api_key=row.api_key,
+                    models=tuple(row.models or ()),
+                    options=dict(row.options or {}),
+                    info=dict(row.info or {}),
+                    priority=row.priority,
+                    weight=row.weight,
+                )
+                for model in served_models(config.models, config.info):
+                    by_model.setdefault(model, []).append(config)
+            self._by_model = by_model
+            self._version = max(self._version, version)
+            self._loaded_at = time.monotonic()

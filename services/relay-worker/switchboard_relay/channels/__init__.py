@@ -1,0 +1,1 @@
+"""Channel adaptors, one folder per upstream kind."""

@@ -1,0 +1,30 @@
+"""Mapping of upstream HTTP failures to client-facing errors, shared by adaptors."""
+
+from __future__ import annotations
+
+import httpx
+
+from .base import UpstreamError
+
+# Statuses worth trying on another channel: throttling and upstream trouble.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
+
+
+def status_for_client(upstream_status: int) -> int:
+    """The status the client sees for an upstream HTTP failure.
+
+    A bad channel key is the operator's problem, not the client's: it must not
+    look like the client's own key was refused.
+    """
+    if upstream_status in (401, 403):
+        return 502
+    if upstream_status >= 500:
+        return 502
+    return upstream_status
+
+
+def transport_error(exc: httpx.HTTPError) -> UpstreamError:
+    """A connection-level failure (refused, reset, timeout) as a retryable error."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(504, f"upstream timed out ({type(exc).__name__})", code="upstream_timeout", retryable=True)
+    return UpstreamError(502, f"upstream unreachable ({type(exc).__name__})", code="upstream_unreachable", retryable=True)

@@ -1,0 +1,1 @@
+"""OpenAI-compatible upstreams (OpenAI, DeepSeek, Ollama, vLLM, …)."""

@@ -1,0 +1,137 @@
+"""OpenAI-compatible channel: convert the request, call `/chat/completions`, convert the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from switchboard_shared.contracts import ChatJob
+
+from ..base import ChannelAdaptor, ChannelConfig, Delta, UpstreamError, UpstreamEvent, Usage, upstream_model
+from ..errors import RETRYABLE_STATUSES, status_for_client, transport_error
+from ..sse import iter_sse_data
+
+# Fields of ours that no upstream should see.
+_GATEWAY_FIELDS = ("dify",)
+
+
+class OpenAIAdaptor(ChannelAdaptor):
+    """Any base URL that speaks OpenAI's Chat Completions (OpenAI, DeepSeek, Ollama, vLLM, …)."""
+
+    type = "openai"
+    family = "openai"
+
+    def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        return self._events(job, channel)
+
+    async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        body = convert_request(job, channel)
+        url = channel.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Authorization": f"Bearer {channel.api_key}", "Content-Type": "application/json"}
+        request = self.context.http.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+        try:
+            response = await self.context.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        try:
+            if response.status_code >= 400:
+                raise await _http_error(response)
+            if job.stream:
+                async for data in iter_sse_data(response):
+                    if data == "[DONE]":
+                        break
+                    for event in convert_chunk(orjson.loads(data)):
+                        yield event
+            else:
+                for event in convert_completion(orjson.loads(await response.aread())):
+                    yield event
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(502, "upstream sent malformed JSON", code="bad_upstream_response") from exc
+        finally:
+            await response.aclose()
+
+
+def convert_request(job: ChatJob, channel: ChannelConfig) -> dict[str, Any]:
+    """The client's body, with the upstream's model name and our own fields removed."""
+    body = {k: v for k, v in job.body.items() if k not in _GATEWAY_FIELDS}
+    body["model"] = upstream_model(job, channel)
+    body["stream"] = job.stream
+    if job.stream:
+        # Always ask for usage so the call can be billed; the client sees it only if it asked.
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream_options", None)
+    return body
+
+
+def convert_chunk(chunk: dict[str, Any]) -> list[UpstreamEvent]:
+    """One upstream stream chunk → events."""
+    if "error" in chunk:
+        err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+        raise UpstreamError(502, err.get("message") or "upstream error", code=err.get("code") or "upstream_error")
+    events: list[UpstreamEvent] = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        events.append(
+            Delta(
+                content=delta.get("content") or None,
+                reasoning_content=delta.get("reasoning_content") or None,
+                tool_calls=delta.get("tool_calls") or None,
+                finish_reason=choice.get("finish_reason"),
+            )
+        )
+    usage = chunk.get("usage")
+    if usage:
+        events.append(_usage(usage))
+    return events
+
+
+def convert_completion(completion: dict[str, Any]) -> list[UpstreamEvent]:
+    """A whole non-stream upstream response → events."""
+    events: list[UpstreamEvent] = []
+    choices = completion.get("choices") or []
+    if choices:
+        message = choices[0].get("message") or {}
+        tool_calls = message.get("tool_calls")
+        if tool_calls:
+            tool_calls = [{"index": i, **call} for i, call in enumerate(tool_calls)]
+        events.append(
+            Delta(
+                content=message.get("content"),
+                reasoning_content=message.get("reasoning_content"),
+                tool_calls=tool_calls or None,
+                finish_reason=choices[0].get("finish_reason") or "stop",
+            )
+        )
+    if completion.get("usage"):
+        events.append(_usage(completion["usage"]))
+    return events
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0))
+
+
+async def _http_error(response: httpx.Response) -> UpstreamError:
+    """An upstream 4xx/5xx, with the upstream's own message (never its key)."""
+    raw = await response.aread()
+    message, code = f"upstream returned HTTP {response.status_code}", None
+    try:
+        err = orjson.loads(raw).get("error")
+        if isinstance(err, dict):
+            message, code = err.get("message") or message, err.get("code") or err.get("type")
+        elif isinstance(err, str):
+            message = err
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return UpstreamError(
+        status_for_client(response.status_code),
+        message,
+        code=str(code) if code else "upstream_error",
+        retryable=response.status_code in RETRYABLE_STATUSES or response.status_code in (401, 403),
+    )

@@ -1,0 +1,17 @@
+"""Channel type → adaptor class. Adding an upstream kind = adding a folder and a line here."""
+
+from __future__ import annotations
+
+from .base import ChannelAdaptor, RelayContext
+from .openai.adaptor import OpenAIAdaptor
+
+ADAPTORS: dict[str, type[ChannelAdaptor]] = {
+    OpenAIAdaptor.type: OpenAIAdaptor,
+}
+
+
+def build_adaptors(context: RelayContext) -> dict[str, ChannelAdaptor]:
+    """One adaptor instance per channel type for a worker process."""
+    return {name: cls(context) for name, cls in ADAPTORS.items()}
+
+

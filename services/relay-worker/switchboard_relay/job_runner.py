@@ -1,0 +1,148 @@
+"""Serving one chat job: try channels in order, relay the answer, account for it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from switchboard_shared.contracts import ChatJob, UsageEvent
+from switchboard_shared.db import utcnow
+from switchboard_shared.errors import OpenAIError
+
+from .channel_directory import ChannelDirectory
+from .channels.base import ChannelAdaptor, ChannelConfig, Delta, ResponseHeaders, UpstreamError, Usage
+from .channels.errors import transport_error
+from .frames import FrameSender
+from .openai_render import ChunkRenderer, CompletionAggregate
+from .picker import attempt_order
+from .token_estimate import estimate_prompt_tokens, estimate_text_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Attempt:
+    """What one call to one channel produced."""
+
+    channel: ChannelConfig
+    aggregate: CompletionAggregate = field(default_factory=CompletionAggregate)
+    usage: Usage | None = None
+    first_output_at: float | None = None
+
+
+class JobRunner:
+    """Runs jobs for a worker: channel attempts with retry, rendering, one usage event per job."""
+
+    def __init__(self, directory: ChannelDirectory, adaptors: dict[str, ChannelAdaptor], max_attempts: int) -> None:
+        self._directory = directory
+        self._adaptors = adaptors
+        self._max_attempts = max_attempts
+
+    async def run(self, job: ChatJob, sender: FrameSender) -> UsageEvent:
+        """Serve `job` to the end (or to cancellation) and return its usage event."""
+        started = time.monotonic()
+        status, error_code, attempts = "ok", None, 0
+        attempt: _Attempt | None = None
+        try:
+            await sender.started()
+            channels = attempt_order(await self._directory.channels_for(job.model, job.config_version))
+            if not channels:
+                raise OpenAIError(503, f"no enabled channel serves the model '{job.model}'", code="model_not_available")
+            last_error: UpstreamError | None = None
+            for channel in channels[: self._max_attempts]:
+                attempts += 1
+                attempt = _Attempt(channel)
+                try:
+                    await self._relay(job, attempt, sender)
+                    last_error = None
+                    break
+                except UpstreamError as exc:
+                    last_error = exc
+                    log.warning(
+                        "upstream failed",
+                        extra={"request_id": job.request_id, "channel_id": channel.id, "status": exc.status, "code": exc.code},
+                    )
+                    if sender.committed or attempt.aggregate.has_output or not exc.retryable:
+                        break
+            if last_error is not None:
+                raise OpenAIError(last_error.status, last_error.message, code=last_error.code, param=last_error.param)
+        except OpenAIError as exc:
+            status, error_code = "error", exc.code or exc.type
+            await sender.error(exc)
+            await sender.done()
+        except asyncio.CancelledError:
+            # The worker cancels a job when its client leaves (or on shutdown): bill what was used.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            status, error_code = "cancelled", "cancelled"
+        except Exception:
+            log.exception("job failed", extra={"request_id": job.request_id})
+            status, error_code = "error", "internal_error"
+            await sender.error(OpenAIError(500, "the relay worker failed to serve this request", code="internal_error"))
+            await sender.done()
+        return self._usage_event(job, attempt, status, error_code, attempts, started)
+
+    async def _relay(self, job: ChatJob, attempt: _Attempt, sender: FrameSender) -> None:
+        adaptor = self._adaptors.get(attempt.channel.type)
+        if adaptor is None:
+            raise UpstreamError(502, f"channel type '{attempt.channel.type}' is not supported by this worker", retryable=True)
+        renderer = ChunkRenderer(job.request_id, job.model) if job.stream else None
+        try:
+            async for event in adaptor.events(job, attempt.channel):
+                if isinstance(event, Delta):
+                    if attempt.first_output_at is None:
+                        attempt.first_output_at = time.monotonic()
+                    attempt.aggregate.add(event)
+                    if renderer is not None:
+                        await sender.chunk(renderer.chunk(event))
+                elif isinstance(event, Usage):
+                    attempt.usage = event
+                elif isinstance(event, ResponseHeaders):
+                    sender.pending_headers.update(event.headers)
+        except httpx.HTTPError as exc:  # adaptors map their own; this is the safety net
+            raise transport_error(exc) from exc
+        usage = self._settled_usage(job, attempt)
+        if renderer is not None:
+            if job.include_usage:
+                await sender.chunk(renderer.usage_chunk(usage))
+            await sender.done()
+        else:
+            await sender.result(attempt.aggregate.render(job.request_id, job.model, usage))
+
+    @staticmethod
+    def _settled_usage(job: ChatJob, attempt: _Attempt | None) -> Usage:
+        """The upstream's usage, or an estimate where it gave none (or zeros)."""
+        reported = attempt.usage if attempt is not None else None
+        if reported is not None and (reported.prompt_tokens or reported.completion_tokens):
+            return reported
+        completion = estimate_text_tokens(attempt.aggregate.text()) if attempt is not None else 0
+        return Usage(estimate_prompt_tokens(job.body), completion, estimated=True)
+
+    def _usage_event(
+        self, job: ChatJob, attempt: _Attempt | None, status: str, error_code: str | None, attempts: int, started: float
+    ) -> UsageEvent:
+        produced = attempt is not None and (attempt.aggregate.has_output or attempt.usage is not None)
+        usage = self._settled_usage(job, attempt) if produced else Usage(0, 0)
+        ttft = attempt.first_output_at if attempt is not None else None
+        return UsageEvent(
+            request_id=job.request_id,
+            token_id=job.token_id,
+            channel_id=attempt.channel.id if attempt is not None else None,
+            model=job.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.prompt_tokens + usage.completion_tokens,
+            estimated=usage.estimated,
+            status=status,  # type: ignore[arg-type]
+            error_code=error_code,
+            stream=job.stream,
+            attempts=max(attempts, 1),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            ttft_ms=int((ttft - started) * 1000) if ttft is not None else None,
+            created_at=utcnow(),
+        )

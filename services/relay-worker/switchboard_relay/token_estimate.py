@@ -1,0 +1,44 @@
+"""Token estimates for when an upstream reports no usage (or zero).
+
+No tokenizer files can be assumed present at run time, so this is a documented
+heuristic: one token per CJK character, and one per four other characters
+(OpenAI's own rule of thumb for English), at least one for non-empty text.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# Per-message overhead in OpenAI's chat format (role and separators).
+_MESSAGE_OVERHEAD = 4
+
+
+def _is_wide(ch: str) -> bool:
+    code = ord(ch)
+    return 0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF or 0xFF00 <= code <= 0xFFEF
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Estimated tokens of a piece of text."""
+    if not text:
+        return 0
+    wide = sum(1 for ch in text if _is_wide(ch))
+    return wide + max(1 if wide == 0 else 0, math.ceil((len(text) - wide) / 4))
+
+
+def message_text(content: Any) -> str:
+    """The text of an OpenAI message `content` (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+    return ""
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Estimated prompt tokens of a chat request."""
+    total = 3
+    for message in body.get("messages") or ():
+        total += _MESSAGE_OVERHEAD + estimate_text_tokens(message_text(message.get("content")))
+    return total

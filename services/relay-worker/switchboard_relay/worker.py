@@ -1,0 +1,136 @@
+"""The relay worker service: consume chat jobs, serve them, publish usage, ack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+
+import httpx
+from pydantic import ValidationError
+
+from switchboard_shared.backends import Backends
+from switchboard_shared.bus import Consumer, Delivery
+from switchboard_shared.contracts import CancelNotice, ChatJob
+from switchboard_shared.db import Database
+from switchboard_shared.errors import OpenAIError
+from switchboard_shared.settings import Settings
+
+from .channel_directory import ChannelDirectory
+from .channels.base import RelayContext
+from .channels.registry import build_adaptors
+from .frames import FrameSender
+from .job_runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+# How many cancelled request ids to remember for jobs not yet picked up.
+_CANCEL_MEMORY = 10_000
+
+
+class RelayWorker:
+    """Owns one worker process's consumers, HTTP pool and in-flight jobs."""
+
+    name = "relay-worker"
+
+    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.db = db
+        self.worker_id = uuid.uuid4().hex[:12]
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._client_cancelled: OrderedDict[str, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._consumers: list[Consumer] = []
+        self._loops: list[asyncio.Task[None]] = []
+        timeout = httpx.Timeout(
+            connect=settings.upstream_connect_timeout_seconds,
+            read=settings.upstream_read_timeout_seconds,
+            write=30.0,
+            pool=30.0,
+        )
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        self.http = httpx.AsyncClient(timeout=timeout, limits=limits)
+        context = RelayContext(
+            http=self.http,
+            kv=backends.kv,
+            key_prefix=backends.redis_prefix,
+            idle_timeout_seconds=settings.upstream_read_timeout_seconds,
+        )
+        self.runner = JobRunner(ChannelDirectory(db), build_adaptors(context), settings.relay_max_attempts)
+
+    async def start(self) -> None:
+        """Subscribe to cancels and start consuming every configured family."""
+        await self.backends.pubsub.subscribe(self.backends.cancel_channel(), self._on_cancel)
+        for family in self.settings.families:
+            consumer = await self.backends.bus.consume(self.backends.queues.chat(family), self.settings.relay_concurrency)
+            self._consumers.append(consumer)
+            self._loops.append(asyncio.create_task(self._consume(consumer), name=f"relay-{family}"))
+        log.info("relay worker started", extra={"worker_id": self.worker_id, "families": self.settings.families})
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop taking jobs, let in-flight ones finish for a while, then end them with an error."""
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for consumer in self._consumers:
+            await consumer.close()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=grace_seconds)
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await self.backends.pubsub.unsubscribe(self.backends.cancel_channel())
+        await self.http.aclose()
+
+    async def ready(self) -> bool:
+        """The broker, pub/sub and database answer."""
+        return await self.backends.bus.ping() and await self.backends.pubsub.ping() and await self.db.ping()
+
+    async def _consume(self, consumer: Consumer) -> None:
+        async for delivery in consumer:
+            task = asyncio.create_task(self._handle(delivery))
+            self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
+
+    def _on_cancel(self, raw: bytes) -> None:
+        try:
+            notice = CancelNotice.model_validate_json(raw)
+        except ValidationError:
+            return
+        self._client_cancelled[notice.request_id] = None
+        while len(self._client_cancelled) > _CANCEL_MEMORY:
+            self._client_cancelled.popitem(last=False)
+        task = self._inflight.get(notice.request_id)
+        if task is not None:
+            task.cancel()
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            job = ChatJob.model_validate_json(delivery.body)
+        except ValidationError:
+            log.error("dropping malformed chat job")
+            await delivery.reject(requeue=False)
+            return
+        if time.time() > job.pickup_deadline or job.request_id in self._client_cancelled:
+            await delivery.ack()  # the edge has already answered 503, or the client left
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight[job.request_id] = task
+        try:
+            sender = FrameSender(self.backends.pubsub, job)
+            usage = await self.runner.run(job, sender)
+            if usage.status == "cancelled" and job.request_id not in self._client_cancelled:
+                # Cancelled by our own shutdown, not by the client: tell the client.
+                await sender.error(OpenAIError(503, "the relay worker shut down mid-request; retry", code="worker_shutdown"))
+                await sender.done()
+            await self.backends.bus.publish(self.backends.queues.usage, usage.model_dump_json().encode())
+            await delivery.ack()
+        except Exception:
+            log.exception("could not finish job", extra={"request_id": job.request_id})
+            await delivery.reject(requeue=False)
+        finally:
+            self._inflight.pop(job.request_id, None)

@@ -1,0 +1,115 @@
+"""Running services: the lifecycle every service shares, and their HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """A long-running part of Switchboard."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and begin work; return once running."""
+
+    async def stop(self) -> None:
+        """Finish or hand back in-flight work and disconnect."""
+
+    async def ready(self) -> bool:
+        """Whether the service's backends are reachable."""
+
+
+class HttpServer:
+    """An ASGI app served by uvicorn inside the running event loop (no signal handlers of its own)."""
+
+    def __init__(self, app: object, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; raises if the server cannot start (e.g. the port is taken)."""
+        self._serving = asyncio.create_task(self._server.serve(), name="http")
+        while not self._server.started:
+            if self._serving.done():
+                await self._serving
+                raise RuntimeError("the HTTP server exited during startup")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish open responses (briefly), close."""
+        self._server.should_exit = True
+        if self._serving is not None:
+            await asyncio.gather(self._serving, return_exceptions=True)
+
+
+def health_app(ready: Callable[[], Awaitable[bool]]) -> Starlette:
+    """`/healthz` (alive), `/readyz` (backends reachable) and `/metrics` (Prometheus)."""
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        ok = await ready()
+        return JSONResponse({"status": "ready" if ok else "unavailable"}, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+
+
+class HealthService:
+    """Serves `health_app` for a service without an HTTP surface of its own."""
+
+    def __init__(self, of: Service, host: str, port: int) -> None:
+        self.name = f"{of.name}-health"
+        self._of = of
+        self._server = HttpServer(health_app(of.ready), host, port)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._server.stop()
+
+    async def ready(self) -> bool:
+        return await self._of.ready()
+
+
+async def run_until_signalled(services: Sequence[Service]) -> None:
+    """Start services in order, wait for SIGINT/SIGTERM, stop them in reverse order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        log.info("running", extra={"services": [s.name for s in services]})
+        await stop.wait()
+    finally:
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping failed", extra={"service": service.name})

@@ -1,0 +1,67 @@
+"""Builds the services a process runs, on shared backends, and runs them until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from switchboard_accounting.consumer import AccountingService
+from switchboard_edge.auth import ADMIN_KEY_SETTING
+from switchboard_edge.service import EdgeService
+from switchboard_relay.worker import RelayWorker
+from switchboard_shared.backends import backends_from_settings
+from switchboard_shared.db import Database, SystemSetting
+from switchboard_shared.keys import generate_key, hash_key
+from switchboard_shared.service import HealthService, Service, run_until_signalled
+from switchboard_shared.settings import Settings
+
+from .migrate import upgrade
+
+SERVICE_NAMES = ("accounting", "relay-worker", "edge")
+
+
+async def run(names: Sequence[str], settings: Settings, *, migrate: bool = False, bootstrap_admin: bool = False) -> None:
+    """Run the named services in this process until SIGINT/SIGTERM."""
+    if migrate:
+        await asyncio.to_thread(upgrade, settings.database_url)
+    db = Database(settings.database_url)
+    backends = backends_from_settings(settings)
+    try:
+        if bootstrap_admin and not settings.admin_key:
+            await ensure_admin_key(db)
+        await backends.open()
+        services: list[Service] = []
+        # Order matters: consumers first, the public HTTP surface last.
+        if "accounting" in names:
+            accounting = AccountingService(settings, backends, db)
+            services.append(accounting)
+            if settings.accounting_health_port:
+                services.append(HealthService(accounting, settings.edge_host, settings.accounting_health_port))
+        if "relay-worker" in names:
+            relay = RelayWorker(settings, backends, db)
+            services.append(relay)
+            if settings.relay_health_port:
+                services.append(HealthService(relay, settings.edge_host, settings.relay_health_port))
+        if "edge" in names:
+            services.append(EdgeService(settings, backends, db))
+        await run_until_signalled(services)
+    finally:
+        await backends.close()
+        await db.close()
+
+
+async def ensure_admin_key(db: Database) -> None:
+    """First start without SB_ADMIN_KEY: generate one, store its hash, print it once."""
+    async with db.session() as session, session.begin():
+        if await session.scalar(select(SystemSetting).where(SystemSetting.name == ADMIN_KEY_SETTING)) is not None:
+            return
+        key = generate_key("sk-admin-")
+        session.add(SystemSetting(name=ADMIN_KEY_SETTING, value=hash_key(key)))
+    print(
+        f"\nSwitchboard admin key (shown only this once; set SB_ADMIN_KEY to choose your own):\n\n    {key}\n",
+        file=sys.stdout,
+        flush=True,
+    )
