@@ -60,6 +60,8 @@ class CompletionAggregate:
 
     def add(self, delta: Delta) -> None:
         """Fold one delta in; tool-call fragments merge by index, arguments concatenate."""
+        if delta.replace:
+            self.content.clear()
         if delta.content:
             self.content.append(delta.content)
         if delta.reasoning_content:

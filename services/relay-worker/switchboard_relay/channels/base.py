@@ -42,6 +42,9 @@ class Delta:
     reasoning_content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
+    #: The content replaces everything said so far (Dify `message_replace`). A stream
+    #: cannot take back what it sent, so streaming clients see it appended.
+    replace: bool = False
 
 
 @dataclass

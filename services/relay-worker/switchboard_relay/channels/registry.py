@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from .base import ChannelAdaptor, RelayContext
+from .dify.adaptor import DifyAdaptor
 from .openai.adaptor import OpenAIAdaptor
 
 ADAPTORS: dict[str, type[ChannelAdaptor]] = {
     OpenAIAdaptor.type: OpenAIAdaptor,
+    DifyAdaptor.type: DifyAdaptor,
 }
 
 

@@ -1,0 +1,1 @@
+"""Dify apps (chat, agent-chat, chatflow, completion, workflow) behind the OpenAI API."""

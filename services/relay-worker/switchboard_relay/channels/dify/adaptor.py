@@ -1,0 +1,219 @@
+"""Dify channel: convert the request, call the app (always streaming), convert its events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from switchboard_shared.contracts import ChatJob
+
+from ..base import ChannelAdaptor, ChannelConfig, Delta, RelayContext, ResponseHeaders, UpstreamError, UpstreamEvent
+from ..errors import transport_error
+from ..sse import iter_sse_data
+from . import zero_width
+from .app_form import CHAT_MODES, app_mode, query_input, system_input
+from .errors import http_error
+from .files import collect_files, to_dify_files
+from .memory import ConversationMemory, ConversationPlan
+from .stream_events import DifyEventTranslator
+from .tool_protocol import ToolCallDetector, tool_instructions
+from .transcript import render, system_prompt, without_system
+
+log = logging.getLogger(__name__)
+
+WARNING_HEADER = "X-Dify-Warning"
+_ENDPOINTS = {"completion": "/completion-messages", "workflow": "/workflows/run"}
+_STOP_PATHS = {"completion": "/completion-messages/{task}/stop", "workflow": "/workflows/tasks/{task}/stop"}
+
+
+class _ConversationGone(Exception):
+    """Dify no longer knows the conversation we tried to continue."""
+
+
+class DifyAdaptor(ChannelAdaptor):
+    """One Dify app per channel; every app mode."""
+
+    type = "dify"
+    family = "dify"
+
+    def __init__(self, context: RelayContext) -> None:
+        super().__init__(context)
+        self.memory = ConversationMemory(context.kv, context.key_prefix)
+
+    def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        return self._events(job, channel)
+
+    async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        mode = app_mode(channel)
+        messages: list[dict[str, Any]] = job.body["messages"]
+        system, turns = system_prompt(messages), without_system(messages)
+        if mode in CHAT_MODES:
+            plan = await self.memory.plan(channel, job.end_user, job.headers, system, turns)
+        else:
+            plan = ConversationPlan("stateless", None, 0)
+        # Files are checked before any upstream call, so a refused type costs nothing upstream.
+        pending = collect_files(turns[plan.send_from :] if plan.continues else turns[-1:])
+        base = channel.base_url.rstrip("/")
+        files = await to_dify_files(self.context.http, base, channel.api_key, job.end_user, pending) if pending else []
+        try:
+            async for event in self._converse(job, channel, mode, plan, system, turns, files):
+                yield event
+        except _ConversationGone:
+            if plan.pinned:
+                raise UpstreamError(404, f"Dify conversation '{plan.conversation_id}' does not exist.", code="dify_conversation_not_found") from None
+            log.info("Dify forgot the conversation; starting a new one", extra={"request_id": job.request_id})
+            async for event in self._converse(job, channel, mode, self.memory.fresh(plan), system, turns, files):
+                yield event
+
+    async def _converse(
+        self,
+        job: ChatJob,
+        channel: ChannelConfig,
+        mode: str,
+        plan: ConversationPlan,
+        system: str,
+        turns: list[dict[str, Any]],
+        files: list[dict[str, Any]],
+    ) -> AsyncIterator[UpstreamEvent]:
+        body, warnings = build_body(job, channel, mode, plan, system, turns, files)
+        if warnings:
+            yield ResponseHeaders({WARNING_HEADER: "; ".join(warnings)})
+        tools = _active_tools(job.body)
+        detector = ToolCallDetector({(t.get("function") or {}).get("name") for t in tools}) if tools else None
+        translator = DifyEventTranslator(channel, mode, show_thoughts=channel.options.get("show_thoughts", True) is not False)
+        reply: list[str] = []
+
+        async for event in self._stream(channel, mode, body, translator, plan):
+            if isinstance(event, Delta) and event.content is not None and detector is not None:
+                event.content = detector.feed(event.content) or None
+                if event.content is None and event.reasoning_content is None:
+                    continue
+            if isinstance(event, Delta) and event.content:
+                if event.replace:
+                    reply.clear()
+                reply.append(event.content)
+            yield event
+
+        tail = detector.finish() if detector is not None else ""
+        if tail:
+            reply.append(tail)
+            yield Delta(content=tail)
+        calls = detector.calls if detector is not None else None
+        conversation_id = translator.conversation_id or plan.conversation_id
+        if plan.mode == "zero-width" and conversation_id and not calls:
+            yield Delta(content=zero_width.encode(conversation_id))
+        if calls:
+            yield Delta(tool_calls=calls, finish_reason="tool_calls")
+        else:
+            yield Delta(finish_reason="stop")
+        if conversation_id and mode in CHAT_MODES:
+            answer = {"role": "assistant", "content": "".join(reply), "tool_calls": calls}
+            await self.memory.remember(channel, job.end_user, system, turns, answer, conversation_id)
+
+    async def _stream(
+        self, channel: ChannelConfig, mode: str, body: dict[str, Any], translator: DifyEventTranslator, plan: ConversationPlan
+    ) -> AsyncIterator[UpstreamEvent]:
+        """POST and translate the SSE events, with an idle timeout; stop the Dify task if we leave early."""
+        base = channel.base_url.rstrip("/")
+        url = base + _ENDPOINTS.get(mode, "/chat-messages")
+        idle = float(channel.options.get("idle_timeout_seconds") or self.context.idle_timeout_seconds)
+        headers = {"Authorization": f"Bearer {channel.api_key}", "Content-Type": "application/json"}
+        request = self.context.http.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+        try:
+            response = await self.context.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        completed = False
+        try:
+            if response.status_code >= 400:
+                error = await http_error(response)
+                if response.status_code == 404 and plan.continues and error.code == "dify_not_found":
+                    raise _ConversationGone
+                raise error
+            data_events = iter_sse_data(response).__aiter__()
+            while not translator.finished:
+                try:
+                    # Pings carry no data, so they do not count as activity here.
+                    async with asyncio.timeout(idle):
+                        data = await anext(data_events)
+                except StopAsyncIteration:
+                    raise UpstreamError(502, "Dify closed the stream before it finished.", code="dify_stream_incomplete", retryable=True) from None
+                except TimeoutError:
+                    raise UpstreamError(504, f"Dify sent nothing for {idle:g}s; the stream was ended.", code="dify_idle_timeout", retryable=True) from None
+                try:
+                    event = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                for out in translator.translate(event):
+                    yield out
+            completed = True
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        finally:
+            await response.aclose()
+            if not completed and translator.task_id:
+                # Cancelled, timed out or failed mid-way: don't leave the app generating.
+                await asyncio.shield(self._stop(channel, mode, translator.task_id, body["user"]))
+
+    async def _stop(self, channel: ChannelConfig, mode: str, task_id: str, user: str) -> None:
+        path = _STOP_PATHS.get(mode, "/chat-messages/{task}/stop").format(task=task_id)
+        try:
+            await self.context.http.post(
+                channel.base_url.rstrip("/") + path,
+                headers={"Authorization": f"Bearer {channel.api_key}"},
+                json={"user": user},
+                timeout=5.0,
+            )
+        except httpx.HTTPError:
+            log.warning("could not stop the Dify task", extra={"task_id": task_id})
+
+
+def _active_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = body.get("tools") or []
+    return [] if body.get("tool_choice") == "none" else tools
+
+
+def build_body(
+    job: ChatJob,
+    channel: ChannelConfig,
+    mode: str,
+    plan: ConversationPlan,
+    system: str,
+    turns: list[dict[str, Any]],
+    files: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[str]]:
+    """The Dify request body for `mode`, and warnings for the client."""
+    warnings: list[str] = []
+    client_inputs = ((job.body.get("dify") or {}).get("inputs")) or {}
+    inputs: dict[str, Any] = {**(channel.options.get("inputs") or {}), **client_inputs}
+    if plan.continues and client_inputs:
+        warnings.append("Dify applies 'inputs' only on a conversation's first turn; these were ignored")
+    query_system = ""
+    if system and not plan.continues:  # a continued conversation already has it: never duplicate
+        variable = system_input(channel)
+        if variable:
+            inputs[variable] = system
+        else:
+            query_system = system
+    query = render(turns[plan.send_from :], query_system)
+    tools = _active_tools(job.body)
+    if tools:
+        query = f"{query}\n\n{tool_instructions(tools, job.body.get('tool_choice'))}"
+    body: dict[str, Any] = {"inputs": inputs, "response_mode": "streaming", "user": job.end_user}
+    if files:
+        body["files"] = files
+    if mode == "workflow":
+        inputs[query_input(channel, "query")] = query
+    elif mode == "completion":
+        variable = query_input(channel)
+        if variable:
+            inputs[variable] = query
+        body["query"] = query
+    else:
+        body.update(query=query, conversation_id=plan.conversation_id or "", auto_generate_name=False)
+    return body, warnings

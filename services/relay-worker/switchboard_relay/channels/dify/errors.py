@@ -1,0 +1,65 @@
+"""Dify error codes (HTTP bodies and `error` stream events) → client-facing errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from ..base import UpstreamError
+from ..errors import RETRYABLE_STATUSES, status_for_client
+
+# code → (status for the client, worth trying another channel)
+_BY_CODE: dict[str, tuple[int, bool]] = {
+    "invalid_param": (400, False),
+    "bad_request": (400, False),
+    "conversation_completed": (400, False),
+    "file_too_large": (413, False),
+    "unsupported_file_type": (415, False),
+    "too_many_files": (400, False),
+    "no_file_uploaded": (400, False),
+    "not_found": (404, False),
+    "app_unavailable": (503, True),
+    "provider_not_initialize": (502, True),
+    "provider_quota_exceeded": (429, True),
+    "model_currently_not_support": (502, True),
+    "completion_request_error": (502, True),
+    "internal_server_error": (502, True),
+    "not_chat_app": (502, False),
+    "not_workflow_app": (502, False),
+    "unauthorized": (502, True),  # the channel's app key is wrong: the operator's problem, not the client's
+    "forbidden": (502, True),
+    "too_many_requests": (429, True),
+}
+
+
+def dify_error(code: str | None, message: str, http_status: int | None = None) -> UpstreamError:
+    """An UpstreamError for a Dify error code, keeping Dify's message."""
+    status, retryable = _BY_CODE.get(code or "", (None, None))
+    if status is None:
+        upstream = http_status or 502
+        status, retryable = status_for_client(upstream), upstream in RETRYABLE_STATUSES
+    if code in ("not_chat_app", "not_workflow_app"):
+        message = f"{message} (the channel's app_mode does not match the Dify app)"
+    return UpstreamError(status, message or "Dify returned an error", code=f"dify_{code}" if code else "dify_error", retryable=bool(retryable))
+
+
+async def http_error(response: httpx.Response) -> UpstreamError:
+    """A Dify HTTP 4xx/5xx (`{"code","message","status"}`) as an UpstreamError."""
+    raw = await response.aread()
+    code, message = None, f"Dify returned HTTP {response.status_code}"
+    try:
+        body: Any = orjson.loads(raw)
+        if isinstance(body, dict):
+            code, message = body.get("code"), body.get("message") or message
+    except orjson.JSONDecodeError:
+        pass
+    if response.status_code == 429 and not code:
+        code = "too_many_requests"
+    return dify_error(code, message, response.status_code)
+
+
+def event_error(event: dict[str, Any]) -> UpstreamError:
+    """An `error` stream event as an UpstreamError."""
+    return dify_error(event.get("code"), event.get("message") or "Dify reported an error", event.get("status"))

@@ -1,0 +1,119 @@
+"""OpenAI image/file content parts → Dify `files` (data URLs uploaded, http URLs passed by reference)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..base import UpstreamError
+from ..errors import transport_error
+from .errors import http_error
+
+# What Dify accepts (api/constants: IMAGE_EXTENSIONS, DOCUMENT_EXTENSIONS), by MIME type.
+IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "image/webp": "webp", "image/gif": "gif", "image/svg+xml": "svg"}
+DOCUMENT_TYPES = {
+    "application/pdf": "pdf",
+    "text/plain": "txt",
+    "text/markdown": "md",
+    "text/html": "html",
+    "text/csv": "csv",
+    "application/xml": "xml",
+    "text/xml": "xml",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "application/vnd.ms-powerpoint": "ppt",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+    "application/epub+zip": "epub",
+}
+
+
+@dataclass
+class PendingFile:
+    """A file from the request, checked, not yet sent to Dify."""
+
+    kind: str  # "image" | "document"
+    url: str | None = None  # remote_url
+    data: bytes | None = None  # to upload
+    mime: str = ""
+    filename: str = ""
+
+
+def collect_files(messages: list[dict[str, Any]]) -> list[PendingFile]:
+    """The image/file parts of `messages`, validated; a 400 for anything Dify would refuse."""
+    files: list[PendingFile] = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            kind = part.get("type")
+            if kind == "image_url":
+                files.append(_image(part.get("image_url") or {}))
+            elif kind == "file":
+                files.append(_document(part.get("file") or {}))
+            elif kind == "input_audio":
+                raise UpstreamError(400, "Dify channels do not accept 'input_audio' parts.", code="unsupported_content", param="messages")
+    return files
+
+
+def _image(image_url: dict[str, Any]) -> PendingFile:
+    url = image_url.get("url") or ""
+    if url.startswith(("http://", "https://")):
+        return PendingFile("image", url=url)
+    if not url.startswith("data:"):
+        raise UpstreamError(400, "image_url.url must be an http(s) URL or a data: URL.", code="invalid_image_url", param="messages")
+    mime, data = _decode_data_url(url)
+    if mime not in IMAGE_TYPES:
+        allowed = ", ".join(sorted(set(IMAGE_TYPES.values())))
+        raise UpstreamError(400, f"Dify does not accept images of type '{mime}' (accepted: {allowed}).", code="unsupported_image_type", param="messages")
+    return PendingFile("image", data=data, mime=mime, filename=f"image.{IMAGE_TYPES[mime]}")
+
+
+def _document(file: dict[str, Any]) -> PendingFile:
+    if not file.get("file_data"):
+        raise UpstreamError(400, "file parts need 'file_data' (a data: URL) for Dify channels.", code="invalid_file", param="messages")
+    mime, data = _decode_data_url(file["file_data"])
+    if mime not in DOCUMENT_TYPES and mime not in IMAGE_TYPES:
+        raise UpstreamError(400, f"Dify does not accept files of type '{mime}'.", code="unsupported_file_type", param="messages")
+    kind = "image" if mime in IMAGE_TYPES else "document"
+    extension = IMAGE_TYPES.get(mime) or DOCUMENT_TYPES[mime]
+    return PendingFile(kind, data=data, mime=mime, filename=file.get("filename") or f"file.{extension}")
+
+
+def _decode_data_url(url: str) -> tuple[str, bytes]:
+    header, sep, payload = url.partition(",")
+    if not sep or ";base64" not in header:
+        raise UpstreamError(400, "data: URLs must be base64-encoded ('data:<type>;base64,<data>').", code="invalid_data_url", param="messages")
+    mime = header[5:].split(";", 1)[0].strip().lower()
+    try:
+        return mime, base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise UpstreamError(400, "The data: URL is not valid base64.", code="invalid_data_url", param="messages") from None
+
+
+async def to_dify_files(http: httpx.AsyncClient, base_url: str, api_key: str, user: str, files: list[PendingFile]) -> list[dict[str, Any]]:
+    """Upload what must be uploaded (as the same end user) and return Dify `files` items."""
+    out = []
+    for file in files:
+        if file.url is not None:
+            out.append({"type": file.kind, "transfer_method": "remote_url", "url": file.url})
+            continue
+        try:
+            response = await http.post(
+                f"{base_url}/files/upload",
+                headers={"Authorization": f"Bearer {api_key}"},
+                data={"user": user},
+                files={"file": (file.filename, file.data or b"", file.mime)},
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise await http_error(response)
+        out.append({"type": file.kind, "transfer_method": "local_file", "upload_file_id": response.json()["id"]})
+    return out

@@ -1,0 +1,126 @@
+"""Where a Dify stream event becomes OpenAI deltas.
+
+`DifyEventTranslator.translate(event)` turns one parsed SSE event into
+UpstreamEvents (content, reasoning, headers, usage); rendering those as OpenAI
+chunks happens in `switchboard_relay.openai_render` like for every channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..base import ChannelConfig, Delta, ResponseHeaders, UpstreamError, UpstreamEvent, Usage
+from .app_form import reply_from_outputs
+from .errors import event_error
+
+CONVERSATION_HEADER = "X-Dify-Conversation-Id"
+_TERMINAL = {"chat": "message_end", "agent-chat": "message_end", "advanced-chat": "message_end", "completion": "message_end", "workflow": "workflow_finished"}
+
+
+@dataclass
+class DifyEventTranslator:
+    """Stateful: remembers ids, what was shown of each agent thought, and whether the answer is over."""
+
+    channel: ChannelConfig
+    mode: str
+    show_thoughts: bool = True
+    task_id: str | None = None
+    conversation_id: str | None = None
+    finished: bool = False
+    streamed_text: bool = False
+    _headers_sent: bool = False
+    _thoughts: dict[str, dict[str, str]] = field(default_factory=dict)
+    _content: list[str] = field(default_factory=list)
+
+    def translate(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        """Events for the client from one Dify event (raises UpstreamError on Dify errors)."""
+        name = event.get("event")
+        self.task_id = event.get("task_id") or self.task_id
+        out: list[UpstreamEvent] = []
+        if not self._headers_sent and event.get("conversation_id"):
+            self.conversation_id = event["conversation_id"]
+            out.append(ResponseHeaders({CONVERSATION_HEADER: self.conversation_id}))
+            self._headers_sent = True
+        if name == "error":
+            raise event_error(event)
+        handler = getattr(self, "_on_" + (name or "").replace("-", "_"), None)
+        if handler is not None:
+            out.extend(handler(event))
+        elif isinstance(event.get("answer"), str) and not event.get("url"):
+            out.extend(self._text(event["answer"]))  # Dify ≥1.11.2 sends text as `message_file` when files are attached
+        if name == _TERMINAL.get(self.mode, "message_end"):
+            self.finished = True
+        return out
+
+    # --- text -----------------------------------------------------------------------------
+    def _text(self, text: str) -> list[UpstreamEvent]:
+        if not text:
+            return []
+        self.streamed_text = True
+        self._content.append(text)
+        return [Delta(content=text)]
+
+    def _on_message(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        return self._text(event.get("answer") or "")
+
+    _on_agent_message = _on_message
+
+    def _on_text_chunk(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        return self._text((event.get("data") or {}).get("text") or "")
+
+    def _on_message_replace(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        text = event.get("answer") or ""
+        self._content = [text]
+        return [Delta(content=text, replace=True)]
+
+    def _on_message_file(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        if isinstance(event.get("answer"), str) and not event.get("url"):
+            return self._text(event["answer"])
+        if event.get("belongs_to") == "user" or not event.get("url"):
+            return []
+        url = event["url"]
+        markdown = f"![image]({url})" if event.get("type") == "image" else f"[file]({url})"
+        return self._text(("\n\n" if self._content else "") + markdown + "\n\n")
+
+    # --- agent thoughts → reasoning_content ---------------------------------------------------
+    def _on_agent_thought(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        if not self.show_thoughts:
+            return []
+        seen = self._thoughts.setdefault(event.get("id") or str(event.get("position")), {})
+        pieces: list[str] = []
+        thought = event.get("thought") or ""
+        shown = seen.get("thought", "")
+        # The thought often repeats the answer streamed as content; show only what is new.
+        if thought and thought != shown and thought.startswith(shown) and thought not in "".join(self._content):
+            pieces.append(thought[len(shown) :])
+            seen["thought"] = thought
+        if event.get("tool") and not seen.get("tool"):
+            pieces.append(f"\n[tool {event['tool']}] {event.get('tool_input') or ''}\n")
+            seen["tool"] = event["tool"]
+        if event.get("observation") and not seen.get("observation"):
+            pieces.append(f"[observation] {event['observation']}\n")
+            seen["observation"] = event["observation"]
+        text = "".join(pieces)
+        return [Delta(reasoning_content=text)] if text else []
+
+    # --- ends -----------------------------------------------------------------------------------
+    def _on_message_end(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        usage = (event.get("metadata") or {}).get("usage") or {}
+        out: list[UpstreamEvent] = []
+        if self.mode == "advanced-chat":
+            for file in event.get("files") or ():
+                if isinstance(file, dict) and file.get("url"):
+                    out.extend(self._on_message_file({"url": file["url"], "type": file.get("type"), "belongs_to": "assistant"}))
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        out.append(Usage(prompt, completion))
+        return out
+
+    def _on_workflow_finished(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        data = event.get("data") or {}
+        status = data.get("status")
+        if status not in ("succeeded", "partial-succeeded"):
+            raise UpstreamError(502, f"Dify workflow {status or 'failed'}: {data.get('error') or 'no error message'}", code="dify_workflow_failed")
+        if self.mode == "workflow" and not self.streamed_text:
+            return self._text(reply_from_outputs(self.channel, data.get("outputs")))
+        return []
