@@ -20,15 +20,19 @@ Scripts (what an app answers; `add_app(script=...)` or `state.set_script(key, ..
   (`message_replace`), `error` (an `error` event after the text), `http_error` (a Dify JSON error
   instead of a response), `drop_after=N` (close the socket after N `data:` events, no terminal
   event), `hang_after=N` (after N `data:` events send nothing but pings until stopped, the client
-  disconnects or the server shuts down), `delay` (seconds between `data:` events), `start_delay`
-  (seconds before the response starts), `usage` (`Usage(...)`, `Usage.zero()`), `outputs` /
-  `workflow_error` (workflow and chatflow runs), `retriever_resources`, `ping_first`,
-  `file_quirk` (Dify 1.11.2+ streams text as `message_file` events when the message has files).
+  disconnects or the server shuts down; with `ping_first=False` and a long `state.ping_interval`
+  the stream is silent), `delay` (seconds between `data:` events), `start_delay` (seconds before
+  the response starts), `usage` (default `Usage()`: 12 prompt + 5 completion tokens, total 17;
+  `Usage.zero()` is Dify's empty usage), `outputs` / `workflow_error` (workflow and chatflow
+  runs), `retriever_resources`, `ping_first`, `file_quirk` (Dify 1.11.2+ streams chat/completion
+  text as `message_file` events when the message has files).
 * a `DifyError(status, code, message)` → that HTTP error before any stream.
-* a `list` of event dicts, sent as given after filling in Dify's envelope and default fields
-  (`[{"event": "message", "answer": "Hi"}, {"event": "message_end"}]`). Pseudo events:
+* a `list` of event dicts: Dify's envelope and default fields filled in, the given fields merged
+  over them (nested dicts key by key), e.g. `[{"event": "message", "answer": "Hi"},
+  {"event": "message_end", "metadata": {"usage": {"prompt_tokens": 1}}}]`. Pseudo events:
   `{"event": "ping"}`, `{"event": "sleep", "seconds": s}`, `{"event": "drop"}`, `{"event": "hang"}`.
-* a callable `f(body: dict) -> any of the above`, called with the request's JSON body.
+* a callable `f(body: dict) -> any of the above` (or raising `DifyError`), called with the
+  request's JSON body, e.g. to answer with a tool-call text when the query offers tools.
 
 Wire format as Dify's: `data: <compact orjson>\\n\\n` records, pings `event: ping\\n\\n`; keys in
 Dify's order (`event, conversation_id, message_id, created_at, task_id, ...`); usage prices are
@@ -55,6 +59,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,11 +89,14 @@ _IMAGE_EXT = {"jpg", "jpeg", "png", "webp", "gif", "svg"}
 _SIZE_LIMITS_MB = {**dict.fromkeys(_IMAGE_EXT, 10), **dict.fromkeys(("mp4", "mov", "mpeg", "webm"), 100),
                    **dict.fromkeys(("mp3", "m4a", "wav", "amr", "mpga"), 50)}
 _NOT_CHAT = "Please check if your app mode matches the right API route."
+_NOT_WORKFLOW = "Please check if your Workflow app mode matches the right API route."
+_APP_UNAVAILABLE = "App unavailable, please check your app configurations."
+_BAD_REQUEST = "The browser (or proxy) sent a request that this server could not understand."
 
 
 # ----------------------------------------------------------------------------- public types
-@dataclass
-class DifyError:
+@dataclass(eq=False)
+class DifyError(Exception):
     """A Dify error: an HTTP error response, or (as `Script.error`) an `error` stream event."""
 
     status: int = 400
@@ -113,7 +121,8 @@ class Usage:
         """`LLMUsage.empty_usage()`: what an app without an LLM call reports."""
         return cls(0, 0, "0.0", "0.0", "0.0", latency=0.0)
 
-    def to_dict(self, *, blocking: bool = False, ttft: float | None = None, ttg: float | None = None) -> dict[str, Any]:
+    def to_dict(self, ttft: float | None = None, ttg: float | None = None) -> dict[str, Any]:
+        """As in SSE (pydantic JSON mode: Decimals as strings); prices are tokens × unit price × price unit."""
         q = Decimal("0.0000001")
         pu, cu, unit = Decimal(self.prompt_unit_price), Decimal(self.completion_unit_price), Decimal(self.price_unit)
         if self.prompt_tokens == self.completion_tokens == 0:
@@ -121,16 +130,18 @@ class Usage:
         else:
             pp = (Decimal(self.prompt_tokens) * pu * unit).quantize(q, ROUND_HALF_UP)
             cp = (Decimal(self.completion_tokens) * cu * unit).quantize(q, ROUND_HALF_UP)
-
-        def num(d: Decimal) -> Any:  # SSE: pydantic JSON mode → str; blocking: jsonable_encoder → int/float
-            return (int(d) if d.as_tuple().exponent >= 0 else float(d)) if blocking else str(d)  # type: ignore[operator]
-
-        return {"prompt_tokens": self.prompt_tokens, "prompt_unit_price": num(pu), "prompt_price_unit": num(unit),
-                "prompt_price": num(pp), "completion_tokens": self.completion_tokens,
-                "completion_unit_price": num(cu), "completion_price_unit": num(unit), "completion_price": num(cp),
-                "total_tokens": self.prompt_tokens + self.completion_tokens, "total_price": num(pp + cp),
+        return {"prompt_tokens": self.prompt_tokens, "prompt_unit_price": str(pu), "prompt_price_unit": str(unit),
+                "prompt_price": str(pp), "completion_tokens": self.completion_tokens,
+                "completion_unit_price": str(cu), "completion_price_unit": str(unit), "completion_price": str(cp),
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "total_price": str(pp + cp),
                 "currency": self.currency, "latency": self.latency, "time_to_first_token": ttft,
                 "time_to_generate": ttg}
+
+
+def _number(value: str) -> int | float:
+    """Dify's jsonable_encoder for a Decimal: int when it has no fraction digits, else float."""
+    d = Decimal(value)
+    return int(d) if int(d.as_tuple().exponent) >= 0 else float(d)
 
 
 @dataclass
@@ -324,12 +335,6 @@ class WorkflowRunPayload(BaseModel):
     response_mode: Literal["blocking", "streaming"] | None = None
 
 
-class _Fail(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 class _DropConnection(Exception):
     """Raised after the response started: uvicorn then closes the socket without finishing the body."""
 
@@ -430,7 +435,8 @@ class _Run:
                     "iteration_id": None, "loop_id": None}
         return self.event("node_started", data=started), self.event("node_finished", data=finished)
 
-    def workflow_finished(self, status: str = "succeeded", outputs: Any = None, error: str | None = None) -> dict[str, Any]:
+    def workflow_finished(self, status: str = "succeeded", outputs: Any = None, error: str | None = None
+                          ) -> dict[str, Any]:
         data = {"id": self.workflow_run_id, "workflow_id": self.app.workflow_id, "status": status,
                 "outputs": outputs if outputs is not None else {}, "error": error, "elapsed_time": 0.8,
                 "total_tokens": self.usage.prompt_tokens + self.usage.completion_tokens,
@@ -449,18 +455,15 @@ class _Run:
         """Fill in a partial event given by a list script."""
         name, given = spec["event"], {k: v for k, v in spec.items() if k != "event"}
         builders: dict[str, Callable[[], dict[str, Any]]] = {
-            "message": self.message, "agent_message": lambda: self.event("agent_message", id=self.message_id, answer=""),
+            "message": self.message,
+            "agent_message": lambda: self.event("agent_message", id=self.message_id, answer=""),
             "agent_thought": lambda: self.thought(str(uuid.uuid4()), 1), "message_file": lambda: self.message_file({}),
             "message_replace": lambda: self.event("message_replace", answer="", reason="output_moderation"),
             "message_end": self.message_end, "error": self.error, "workflow_started": self.workflow_started,
             "node_started": lambda: self.nodes("llm", "LLM")[0], "node_finished": lambda: self.nodes("llm", "LLM")[1],
             "text_chunk": lambda: self.event("text_chunk", data={"text": "", "from_variable_selector": None}),
             "workflow_finished": self.workflow_finished}
-        ev = builders[name]() if name in builders else self.event(name)
-        if isinstance(given.get("data"), dict) and isinstance(ev.get("data"), dict):
-            given["data"] = {**ev["data"], **given["data"]}
-        ev.update(given)
-        return ev
+        return _merge(builders[name]() if name in builders else self.event(name), given)
 
     # --- script → steps
     def default_answer(self) -> str:
@@ -486,8 +489,8 @@ class _Run:
             if tail_error:
                 return evs + tail_error
             if s.workflow_error:
-                evs[-0:] = [self.nodes("llm", "LLM", {}, None, "failed", s.workflow_error)[1]]
-                evs.append(self.workflow_finished("failed", error=s.workflow_error))
+                llm_finished["data"] |= {"status": "failed", "error": s.workflow_error, "outputs": None}
+                evs += [llm_finished, self.workflow_finished("failed", error=s.workflow_error)]
                 return evs + ([self.error("invalid_param", 400, f"Run failed: {s.workflow_error}")] if chat else [])
             outputs = s.outputs if s.outputs is not None else ({"text": text} if wf else {"answer": text})
             evs += [llm_finished, *self.nodes("end" if wf else "answer", "End" if wf else "Answer", outputs, outputs)]
@@ -552,7 +555,7 @@ class _Run:
                 yield None
                 return
             else:
-                if step["event"] in ("message", "agent_message") or "answer" in step and "url" not in step:
+                if isinstance(step.get("answer"), str) and "url" not in step:  # text, incl. message_file quirk
                     self.answer = step["answer"] if name == "message_replace" else self.answer + step["answer"]
                 yield step
                 if name in _TERMINAL or (name == "workflow_finished" and self.mode == "workflow"):
@@ -566,6 +569,13 @@ class _Run:
                 yield ev
         elif self.outcome == "running":
             self.outcome = "completed"
+
+
+def _merge(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated with `given`, nested dicts (data, metadata, usage) merged key by key."""
+    for k, v in given.items():
+        base[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
 
 
 def _timed(steps: list[dict[str, Any]], s: Script) -> list[dict[str, Any]]:
@@ -589,43 +599,26 @@ class _GenerationResponse:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         run, state = self.run, self.run.state
-        dropped = False
-
-        async def watch(cancel: Callable[[], Any]) -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            if run.outcome == "running":
-                run.outcome = "client_disconnected"
-            cancel()
-
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = asyncio.create_task(watch(task.cancel))
         with state.lock:
             state._runs[run.task_id] = run
             state.outcomes[run.task_id] = "running"
+        main = asyncio.create_task(self._serve(send))
+        watcher = asyncio.create_task(self._watch(receive))
+        dropped = False
         try:
-            if self.streaming:
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
-                async for item in run.play(self.steps):
-                    if item is None:
-                        dropped = True
-                        break
-                    body = item if isinstance(item, bytes) else b"data: " + orjson.dumps(item) + b"\n\n"
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                if not dropped:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-            else:
-                events = [e async for e in run.play(self.steps) if not isinstance(e, bytes)]
-                dropped = None in events
-                await self._blocking(send, [e for e in events if e is not None], dropped)
-        except (asyncio.CancelledError, OSError):
-            if run.outcome == "running":
-                run.outcome = "client_disconnected"
+            await asyncio.wait({main, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not main.done():  # the client went away
+                if run.outcome == "running":
+                    run.outcome = "client_disconnected"
+                main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                dropped = await main
         finally:
+            main.cancel()
             watcher.cancel()
             with state.lock:
+                if run.outcome == "running":
+                    run.outcome = "server_shutdown"
                 state.outcomes[run.task_id] = run.outcome
                 state._runs.pop(run.task_id, None)
                 conv = state.conversations.get(run.conversation_id or "")
@@ -634,6 +627,33 @@ class _GenerationResponse:
                         turn.answer = run.answer
         if dropped:
             raise _DropConnection(run.task_id)
+
+    @staticmethod
+    async def _watch(receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def _serve(self, send: Any) -> bool:
+        """Send the response; True when the connection must be dropped."""
+        run = self.run
+        try:
+            if not self.streaming:
+                events = [e async for e in run.play(self.steps) if not isinstance(e, bytes)]
+                dropped = None in events
+                await self._blocking(send, [e for e in events if e is not None], dropped)
+                return dropped
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+            async for item in run.play(self.steps):
+                if item is None:
+                    return True
+                body = item if isinstance(item, bytes) else b"data: " + orjson.dumps(item) + b"\n\n"
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client went away while we were sending
+            if run.outcome == "running":
+                run.outcome = "client_disconnected"
+        return False
 
     async def _blocking(self, send: Any, events: list[dict[str, Any]], dropped: bool) -> None:
         run = self.run
@@ -657,7 +677,9 @@ class _GenerationResponse:
         else:
             end = next((e for e in events if e["event"] == "message_end"), None)
             meta = dict(end["metadata"]) if end else {"annotation_reply": None, "retriever_resources": []}
-            meta["usage"] = run.usage.to_dict(blocking=True)
+            if isinstance(meta.get("usage"), dict):  # Decimal strings in SSE, numbers in blocking bodies
+                meta["usage"] = {k: _number(v) if "price" in k and isinstance(v, str) else v
+                                 for k, v in meta["usage"].items()}
             body = {"event": "message", "task_id": run.task_id, "id": run.message_id, "message_id": run.message_id}
             if run.mode != "completion":
                 body["conversation_id"] = run.conversation_id
@@ -669,7 +691,8 @@ class _GenerationResponse:
 # ----------------------------------------------------------------------------- request handling
 def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str], dict[str, list[tuple[str, str, bytes]]]]:
     """(form fields, files by field name as (filename, mimetype, content)) — python-multipart is not installed."""
-    msg = BytesParser(policy=email.policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    head = b"Content-Type: " + content_type.encode() + b"\r\n\r\n"
+    msg = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     form: dict[str, str] = {}
     files: dict[str, list[tuple[str, str, bytes]]] = {}
     if msg.is_multipart():
@@ -678,7 +701,8 @@ def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str], di
             if part.get_param("filename", header="content-disposition") is None:
                 form[str(name)] = payload.decode("utf-8", "replace")
             else:
-                files.setdefault(str(name), []).append((part.get_filename() or "", part.get("content-type", ""), payload))
+                entry = (part.get_filename() or "", part.get("content-type", ""), payload)
+                files.setdefault(str(name), []).append(entry)
     return form, files
 
 
@@ -698,6 +722,8 @@ class _Api:
             form, files = _parse_multipart(raw, ctype)
             body = {**form, "_files": {k: [(n, t, len(c)) for n, t, c in v] for k, v in files.items()},
                     "_parsed": (form, files)}
+        elif ctype.startswith("application/x-www-form-urlencoded"):
+            body = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace")))
         else:
             try:
                 body = json.loads(raw) if raw else None
@@ -708,18 +734,18 @@ class _Api:
             self.state.requests.append(RecordedRequest(request.url.path, recorded, dict(request.headers)))
         auth = request.headers.get("authorization")
         if not auth or " " not in auth:
-            raise _Fail(401, "unauthorized", "Authorization header must be provided and start with 'Bearer'")
-        scheme, key = auth.split(None, 1) if auth.strip().count(" ") else (auth, "")
+            raise DifyError(401, "unauthorized", "Authorization header must be provided and start with 'Bearer'")
+        scheme, key = [*auth.split(None, 1), ""][:2]
         if scheme.lower() != "bearer":
-            raise _Fail(401, "unauthorized", "Authorization scheme must be 'Bearer'")
+            raise DifyError(401, "unauthorized", "Authorization scheme must be 'Bearer'")
         app = self.state.apps.get(key.strip())
         if app is None:
-            raise _Fail(401, "unauthorized", "Access token is invalid")
-        if isinstance(body, str) or (body is None and request.method == "POST" and user_from == "json"):
-            raise _Fail(400, "bad_request", "The browser (or proxy) sent a request that this server could not understand.")
+            raise DifyError(401, "unauthorized", "Access token is invalid")
+        if user_from == "json" and body is not None and not isinstance(body, dict):
+            raise DifyError(400, "bad_request", _BAD_REQUEST)
         user = body.get("user") if isinstance(body, dict) else None
         if user_required and not user:
-            raise _Fail(400, "invalid_param", "Arg user must be provided.")
+            raise DifyError(400, "invalid_param", "Arg user must be provided.")
         return app, body, str(user or "DEFAULT-USER")
 
     def check_inputs(self, app: FakeApp, inputs: dict[str, Any]) -> None:
@@ -728,15 +754,15 @@ class _Api:
             var, value = spec.get("variable"), inputs.get(spec.get("variable"))
             if value is None:
                 if spec.get("required"):
-                    raise _Fail(400, "invalid_param", f"{var} is required in input form")
+                    raise DifyError(400, "invalid_param", f"{var} is required in input form")
                 continue
             if kind in ("text-input", "paragraph", "select") and not isinstance(value, str):
-                raise _Fail(400, "invalid_param", f"(type '{kind}') {var} in input form must be a string")
+                raise DifyError(400, "invalid_param", f"(type '{kind}') {var} in input form must be a string")
             if kind == "select" and value not in spec.get("options", []):
-                raise _Fail(400, "invalid_param",
+                raise DifyError(400, "invalid_param",
                             f"{var} in input form must be one of the following: {spec.get('options', [])}")
             if kind in ("text-input", "paragraph") and spec.get("max_length") and len(value) > spec["max_length"]:
-                raise _Fail(400, "invalid_param",
+                raise DifyError(400, "invalid_param",
                             f"{var} in input form must be less than {spec['max_length']} characters")
 
     def resolve_files(self, app: FakeApp, user: str, items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -753,27 +779,27 @@ class _Api:
             if method == "local_file":
                 fid = item.get("upload_file_id")
                 if not fid:
-                    raise _Fail(400, "invalid_param", "Invalid upload file id")
+                    raise DifyError(400, "invalid_param", "Invalid upload file id")
                 try:
                     uuid.UUID(str(fid))
                 except ValueError:
-                    raise _Fail(400, "invalid_param", "Invalid upload file id format") from None
+                    raise DifyError(400, "invalid_param", "Invalid upload file id format") from None
                 up = self.state.uploads.get(str(fid))
                 if up is None or up.app_key != app.key or up.user != user:
-                    raise _Fail(400, "invalid_param", "Invalid upload file")
+                    raise DifyError(400, "invalid_param", "Invalid upload file")
                 name, entry = up.name, {**item, "filename": up.name, "mime_type": up.mime_type, "size": up.size}
             else:
                 name, entry = str(item["url"]).rsplit("/", 1)[-1].split("?")[0], dict(item)
             types = set(cfg.get("allowed_file_types") or (["image"] if cfg.get("image", {}).get("enabled") else []))
             methods = cfg.get("allowed_file_upload_methods") or cfg.get("image", {}).get("transfer_methods", [])
             if ftype not in types or method not in methods:
-                raise _Fail(400, "invalid_param", f"File validation failed for file: {name}")
+                raise DifyError(400, "invalid_param", f"File validation failed for file: {name}")
             out.append(entry)
         img_limit = cfg.get("image", {}).get("number_limits", 3)
         if sum(f.get("type") == "image" for f in out) > img_limit:
-            raise _Fail(400, "invalid_param", f"Number of image files exceeds the maximum limit {img_limit}")
-        if len(out) > cfg.get("number_limits", 3):
-            raise _Fail(400, "invalid_param", f"Number of files exceeds the maximum limit {cfg.get('number_limits', 3)}")
+            raise DifyError(400, "invalid_param", f"Number of image files exceeds the maximum limit {img_limit}")
+        if len(out) > cfg.setdefault("number_limits", 3):
+            raise DifyError(400, "invalid_param", f"Number of files exceeds the maximum limit {cfg['number_limits']}")
         return out
 
     async def generate(self, request: Request, route: str) -> Any:
@@ -781,38 +807,37 @@ class _Api:
         model: type[BaseModel]
         if route == "chat":
             if app.mode not in CHAT_MODES:
-                raise _Fail(400, "not_chat_app", _NOT_CHAT)
+                raise DifyError(400, "not_chat_app", _NOT_CHAT)
             model = ChatRequestPayload
         elif route == "completion":
             if app.mode != "completion":
-                raise _Fail(400, "app_unavailable", "App unavailable, please check your app configurations.")
+                raise DifyError(400, "app_unavailable", _APP_UNAVAILABLE)
             model = CompletionRequestPayload
         else:
             if app.mode != "workflow":
-                raise _Fail(400, "not_workflow_app",
-                            "Please check if your Workflow app mode matches the right API route.")
+                raise DifyError(400, "not_workflow_app", _NOT_WORKFLOW)
             model = WorkflowRunPayload
         try:
             payload = model.model_validate(body or {})
         except ValidationError as e:
-            raise _Fail(400, "invalid_param", str(e)) from None
+            raise DifyError(400, "invalid_param", str(e)) from None
         streaming = payload.response_mode == "streaming"  # type: ignore[attr-defined]
         if app.mode == "agent-chat" and not streaming:
-            raise _Fail(400, "invalid_param", "Agent Chat App does not support blocking mode")
+            raise DifyError(400, "invalid_param", "Agent Chat App does not support blocking mode")
         query = str(getattr(payload, "query", "")).replace("\x00", "")
         if route == "chat" and not query:
-            raise _Fail(400, "invalid_param", "query is required")
+            raise DifyError(400, "invalid_param", "query is required")
         conv_id = getattr(payload, "conversation_id", None)
         if conv_id is not None:
             conv = self.state.conversations.get(conv_id)
             if conv is None or conv.app_key != app.key or conv.user != user:
-                raise _Fail(404, "not_found", "Conversation Not Exists.")
+                raise DifyError(404, "not_found", "Conversation Not Exists.")
         inputs: dict[str, Any] = payload.inputs  # type: ignore[attr-defined]
         self.check_inputs(app, inputs)
         files = self.resolve_files(app, user, payload.files)  # type: ignore[attr-defined]
 
         script: Any = app.script
-        if callable(script) and not isinstance(script, (Script, DifyError)):
+        if callable(script):
             script = script(body)
         script = Script(answer=script) if isinstance(script, str) else Script() if script is None else script
         delay = script.start_delay if isinstance(script, Script) else 0.0
@@ -820,7 +845,7 @@ class _Api:
             await asyncio.sleep(delay)
         err = script if isinstance(script, DifyError) else getattr(script, "http_error", None)
         if err is not None:
-            raise _Fail(err.status, err.code, err.message)
+            raise DifyError(err.status, err.code, err.message)
 
         if route == "chat" and conv_id is None:
             conv_id = str(uuid.uuid4())
@@ -842,11 +867,11 @@ class _Api:
         app, _, user = await self.begin(request, "json", user_required=True)
         route = request.url.path.split("/")[2]
         if route == "chat-messages" and app.mode not in CHAT_MODES:
-            raise _Fail(400, "not_chat_app", _NOT_CHAT)
+            raise DifyError(400, "not_chat_app", _NOT_CHAT)
         if route == "completion-messages" and app.mode != "completion":
-            raise _Fail(400, "app_unavailable", "App unavailable, please check your app configurations.")
+            raise DifyError(400, "app_unavailable", _APP_UNAVAILABLE)
         if route == "workflows" and app.mode != "workflow":
-            raise _Fail(400, "not_workflow_app", "Please check if your Workflow app mode matches the right API route.")
+            raise DifyError(400, "not_workflow_app", _NOT_WORKFLOW)
         task_id = request.path_params["task_id"]
         with self.state.lock:
             self.state.stops.append(StopRecord(task_id, user, app.key))
@@ -859,19 +884,19 @@ class _Api:
         app, body, user = await self.begin(request, "form")
         form, files = body.get("_parsed", ({}, {})) if isinstance(body, dict) else ({}, {})
         if "file" not in files:
-            raise _Fail(400, "no_file_uploaded", "Please upload your file.")
+            raise DifyError(400, "no_file_uploaded", "Please upload your file.")
         if len(files) > 1:
-            raise _Fail(400, "too_many_files", "Only one file is allowed.")
+            raise DifyError(400, "too_many_files", "Only one file is allowed.")
         filename, mimetype, content = files["file"][0]
         ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         if not mimetype or ext in self.state.rejected_upload_extensions:
-            raise _Fail(415, "unsupported_file_type", "File type not allowed.")
+            raise DifyError(415, "unsupported_file_type", "File type not allowed.")
         if not filename:
-            raise _Fail(400, "filename_not_exists_error", "The specified filename does not exist.")
+            raise DifyError(400, "filename_not_exists_error", "The specified filename does not exist.")
         if any(c in filename for c in '/\\:*?"<>|'):
-            raise _Fail(400, "invalid_param", "Filename contains invalid characters")
+            raise DifyError(400, "invalid_param", "Filename contains invalid characters")
         if len(content) > _SIZE_LIMITS_MB.get(ext, 15) * 1024 * 1024:
-            raise _Fail(413, "file_too_large", "File size exceeded. {message}")
+            raise DifyError(413, "file_too_large", "File size exceeded. {message}")
         up = UploadedFile(str(uuid.uuid4()), app.key, user, filename, ext, mimetype, content, int(time.time()))
         with self.state.lock:
             self.state.uploads[up.id] = up
@@ -903,7 +928,7 @@ class _Api:
     async def conversations(self, request: Request) -> Response:
         app, q, user = await self.begin(request)
         if app.mode not in CHAT_MODES:
-            raise _Fail(400, "not_chat_app", _NOT_CHAT)
+            raise DifyError(400, "not_chat_app", _NOT_CHAT)
         limit = int(q.get("limit", 20))
         convs = sorted((c for c in self.state.conversations.values() if c.app_key == app.key and c.user == user),
                        key=lambda c: c.created_at, reverse=True)
@@ -914,10 +939,10 @@ class _Api:
     async def messages(self, request: Request) -> Response:
         app, q, user = await self.begin(request)
         if app.mode not in CHAT_MODES:
-            raise _Fail(400, "not_chat_app", _NOT_CHAT)
+            raise DifyError(400, "not_chat_app", _NOT_CHAT)
         conv = self.state.conversations.get(q.get("conversation_id", ""))
         if conv is None or conv.app_key != app.key or conv.user != user:
-            raise _Fail(404, "not_found", "Conversation Not Exists.")
+            raise DifyError(404, "not_found", "Conversation Not Exists.")
         limit = int(q.get("limit", 20))
         data = [{"id": t.message_id, "conversation_id": conv.id,
                  "parent_message_id": "00000000-0000-0000-0000-000000000000", "inputs": t.inputs, "query": t.query,
@@ -935,7 +960,7 @@ def create_dify_app(state: FakeDifyState) -> Starlette:
         async def endpoint(request: Request) -> Any:
             try:
                 return await handler(request)
-            except _Fail as e:
+            except DifyError as e:
                 return _error_response(e.status, e.code, e.message)
         return endpoint
 
@@ -987,7 +1012,7 @@ def run_fake_dify(state: FakeDifyState, host: str = "127.0.0.1", port: int = 0) 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)
-    config = uvicorn.Config(create_dify_app(state), lifespan="off", log_config=None, log_level="warning",
+    config = uvicorn.Config(create_dify_app(state), lifespan="off", log_config=None, log_level=None,
                             access_log=False, loop="asyncio", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-dify", daemon=True)
