@@ -10,10 +10,11 @@ from collections import OrderedDict
 
 import httpx
 from pydantic import ValidationError
+from tenacity import retry, stop_after_delay, wait_exponential
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery
-from switchboard_shared.contracts import CancelNotice, ChatJob
+from switchboard_shared.contracts import CancelNotice, ChatJob, UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.settings import Settings
@@ -85,6 +86,11 @@ class RelayWorker:
         await self.backends.pubsub.unsubscribe(self.backends.cancel_channel())
         await self.http.aclose()
 
+    @retry(stop=stop_after_delay(60), wait=wait_exponential(multiplier=0.2, max=5), reraise=True)
+    async def _publish_usage(self, usage: UsageEvent) -> None:
+        """Publish (confirmed); a broker blip is retried for a minute, since usage must not be lost."""
+        await self.backends.bus.publish(self.backends.queues.usage, usage.model_dump_json().encode())
+
     async def ready(self) -> bool:
         """The broker, pub/sub and database answer."""
         return await self.backends.bus.ping() and await self.backends.pubsub.ping() and await self.db.ping()
@@ -127,7 +133,7 @@ class RelayWorker:
                 # Cancelled by our own shutdown, not by the client: tell the client.
                 await sender.error(OpenAIError(503, "the relay worker shut down mid-request; retry", code="worker_shutdown"))
                 await sender.done()
-            await self.backends.bus.publish(self.backends.queues.usage, usage.model_dump_json().encode())
+            await self._publish_usage(usage)
             await delivery.ack()
         except Exception:
             log.exception("could not finish job", extra={"request_id": job.request_id})

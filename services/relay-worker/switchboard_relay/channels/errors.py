@@ -23,6 +23,14 @@ def status_for_client(upstream_status: int) -> int:
     return upstream_status
 
 
+def redact(message: str, secret: str) -> str:
+    """`message` without the channel's key, even partly (upstreams echo keys back, e.g. "sk-abc***xyz")."""
+    if secret and len(secret) >= 8:
+        for fragment in {secret, secret[:8], secret[-6:]}:
+            message = message.replace(fragment, "***")
+    return message
+
+
 def transport_error(exc: httpx.HTTPError) -> UpstreamError:
     """A connection-level failure (refused, reset, timeout) as a retryable error."""
     if isinstance(exc, httpx.TimeoutException):

@@ -131,7 +131,7 @@ class DifyAdaptor(ChannelAdaptor):
         completed = False
         try:
             if response.status_code >= 400:
-                error = await http_error(response)
+                error = await http_error(response, channel.api_key)
                 if response.status_code == 404 and plan.continues and error.code == "dify_not_found":
                     raise _ConversationGone
                 raise error

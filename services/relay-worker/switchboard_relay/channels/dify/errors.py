@@ -8,7 +8,7 @@ import httpx
 import orjson
 
 from ..base import UpstreamError
-from ..errors import RETRYABLE_STATUSES, status_for_client
+from ..errors import RETRYABLE_STATUSES, redact, status_for_client
 
 # code → (status for the client, worth trying another channel)
 _BY_CODE: dict[str, tuple[int, bool]] = {
@@ -37,6 +37,8 @@ _BY_CODE: dict[str, tuple[int, bool]] = {
 def dify_error(code: str | None, message: str, http_status: int | None = None) -> UpstreamError:
     """An UpstreamError for a Dify error code, keeping Dify's message."""
     status, retryable = _BY_CODE.get(code or "", (None, None))
+    if code == "invalid_param" and "too many requests" in (message or "").lower():
+        status, retryable = 429, True  # Dify's app concurrency limit arrives as a ValueError
     if status is None:
         upstream = http_status or 502
         status, retryable = status_for_client(upstream), upstream in RETRYABLE_STATUSES
@@ -45,7 +47,7 @@ def dify_error(code: str | None, message: str, http_status: int | None = None) -
     return UpstreamError(status, message or "Dify returned an error", code=f"dify_{code}" if code else "dify_error", retryable=bool(retryable))
 
 
-async def http_error(response: httpx.Response) -> UpstreamError:
+async def http_error(response: httpx.Response, api_key: str) -> UpstreamError:
     """A Dify HTTP 4xx/5xx (`{"code","message","status"}`) as an UpstreamError."""
     raw = await response.aread()
     code, message = None, f"Dify returned HTTP {response.status_code}"
@@ -57,7 +59,7 @@ async def http_error(response: httpx.Response) -> UpstreamError:
         pass
     if response.status_code == 429 and not code:
         code = "too_many_requests"
-    return dify_error(code, message, response.status_code)
+    return dify_error(code, redact(message, api_key), response.status_code)
 
 
 def event_error(event: dict[str, Any]) -> UpstreamError:

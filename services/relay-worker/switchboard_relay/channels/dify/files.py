@@ -114,6 +114,6 @@ async def to_dify_files(http: httpx.AsyncClient, base_url: str, api_key: str, us
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         if response.status_code >= 400:
-            raise await http_error(response)
+            raise await http_error(response, api_key)
         out.append({"type": file.kind, "transfer_method": "local_file", "upload_file_id": response.json()["id"]})
     return out

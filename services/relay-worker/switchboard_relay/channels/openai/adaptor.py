@@ -11,7 +11,7 @@ import orjson
 from switchboard_shared.contracts import ChatJob
 
 from ..base import ChannelAdaptor, ChannelConfig, Delta, UpstreamError, UpstreamEvent, Usage, upstream_model
-from ..errors import RETRYABLE_STATUSES, status_for_client, transport_error
+from ..errors import RETRYABLE_STATUSES, redact, status_for_client, transport_error
 from ..sse import iter_sse_data
 
 # Fields of ours that no upstream should see.
@@ -38,7 +38,7 @@ class OpenAIAdaptor(ChannelAdaptor):
             raise transport_error(exc) from exc
         try:
             if response.status_code >= 400:
-                raise await _http_error(response)
+                raise await _http_error(response, channel.api_key)
             if job.stream:
                 async for data in iter_sse_data(response):
                     if data == "[DONE]":
@@ -117,8 +117,8 @@ def _usage(usage: dict[str, Any]) -> Usage:
     return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0))
 
 
-async def _http_error(response: httpx.Response) -> UpstreamError:
-    """An upstream 4xx/5xx, with the upstream's own message (never its key)."""
+async def _http_error(response: httpx.Response, api_key: str) -> UpstreamError:
+    """An upstream 4xx/5xx, with the upstream's own message (never the channel's key)."""
     raw = await response.aread()
     message, code = f"upstream returned HTTP {response.status_code}", None
     try:
@@ -129,9 +129,11 @@ async def _http_error(response: httpx.Response) -> UpstreamError:
             message = err
     except (orjson.JSONDecodeError, AttributeError):
         pass
+    if response.status_code in (401, 403):
+        message = f"the upstream refused this channel's credentials (HTTP {response.status_code})"
     return UpstreamError(
         status_for_client(response.status_code),
-        message,
+        redact(message, api_key),
         code=str(code) if code else "upstream_error",
         retryable=response.status_code in RETRYABLE_STATUSES or response.status_code in (401, 403),
     )
