@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
-
 from switchboard_shared.backends import Backends
 from switchboard_shared.db import Database, SystemSetting, Token
 from switchboard_shared.errors import OpenAIError
@@ -20,6 +19,8 @@ _MISSING_TTL_SECONDS = 5.0
 class TokenRecord(BaseModel):
     """What the edge needs to know about a client key (cached in the key-value store)."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     models: list[str] | None
@@ -27,18 +28,6 @@ class TokenRecord(BaseModel):
     used_quota: int
     expires_at: datetime | None
     enabled: bool
-
-    @classmethod
-    def of(cls, token: Token) -> "TokenRecord":
-        return cls(
-            id=token.id,
-            name=token.name,
-            models=token.models,
-            quota=token.quota,
-            used_quota=token.used_quota,
-            expires_at=token.expires_at,
-            enabled=token.enabled,
-        )
 
     def allows(self, model: str) -> bool:
         """Whether this key may call `model`."""
@@ -88,7 +77,7 @@ class TokenAuthenticator:
         if token is None:
             await self._backends.kv.set(cache_key, _MISSING, _MISSING_TTL_SECONDS)
             return None
-        record = TokenRecord.of(token)
+        record = TokenRecord.model_validate(token)
         await self._backends.kv.set(cache_key, record.model_dump_json().encode(), self._cache_seconds)
         return record
 

@@ -8,13 +8,19 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-
 from switchboard_shared.contracts import ChatJob, UsageEvent
 from switchboard_shared.db import utcnow
 from switchboard_shared.errors import OpenAIError
 
 from .channel_directory import ChannelDirectory
-from .channels.base import ChannelAdaptor, ChannelConfig, Delta, ResponseHeaders, UpstreamError, Usage
+from .channels.base import (
+    ChannelAdaptor,
+    ChannelConfig,
+    Delta,
+    ResponseHeaders,
+    UpstreamError,
+    Usage,
+)
 from .channels.errors import transport_error
 from .frames import FrameSender
 from .openai_render import ChunkRenderer, CompletionAggregate

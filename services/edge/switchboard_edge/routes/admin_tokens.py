@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
-
 from switchboard_shared.db import Token
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import generate_key, hash_key, key_hint
@@ -18,18 +17,7 @@ router = APIRouter(prefix="/api/tokens", dependencies=[Depends(require_admin)])
 
 def token_out(token: Token) -> TokenOut:
     """A token as the admin API shows it (no key, no hash)."""
-    return TokenOut(
-        id=token.id,
-        name=token.name,
-        key_hint=token.key_hint,
-        models=token.models,
-        quota=token.quota,
-        used_quota=token.used_quota,
-        request_count=token.request_count,
-        expires_at=token.expires_at,
-        enabled=token.enabled,
-        created_at=token.created_at,
-    )
+    return TokenOut.model_validate(token)
 
 
 @router.post("", status_code=201)

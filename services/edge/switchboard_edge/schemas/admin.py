@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
-
 from switchboard_shared.channel_types import CHANNEL_FAMILIES
 
 ChannelType = Literal["openai", "dify"]
@@ -93,6 +92,8 @@ class TokenUpdate(_Strict):
 
 
 class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     key_hint: str

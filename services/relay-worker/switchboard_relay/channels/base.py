@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
-
 from switchboard_shared.contracts import ChatJob
 from switchboard_shared.kv import KeyValue
 

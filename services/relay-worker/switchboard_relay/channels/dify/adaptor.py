@@ -9,12 +9,20 @@ from typing import Any
 
 import httpx
 import orjson
-
 from switchboard_shared.contracts import ChatJob
 
-from ..base import ChannelAdaptor, ChannelConfig, Delta, RelayContext, ResponseHeaders, UpstreamError, UpstreamEvent
+from ..base import (
+    ChannelAdaptor,
+    ChannelConfig,
+    Delta,
+    RelayContext,
+    ResponseHeaders,
+    UpstreamError,
+    UpstreamEvent,
+)
 from ..errors import transport_error
 from ..sse import iter_sse_data
+from ..upstream_http import post_streaming
 from . import zero_width
 from .app_form import CHAT_MODES, app_mode, query_input, system_input
 from .errors import http_error
@@ -122,12 +130,7 @@ class DifyAdaptor(ChannelAdaptor):
         base = channel.base_url.rstrip("/")
         url = base + _ENDPOINTS.get(mode, "/chat-messages")
         idle = float(channel.options.get("idle_timeout_seconds") or self.context.idle_timeout_seconds)
-        headers = {"Authorization": f"Bearer {channel.api_key}", "Content-Type": "application/json"}
-        request = self.context.http.build_request("POST", url, content=orjson.dumps(body), headers=headers)
-        try:
-            response = await self.context.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+        response = await post_streaming(self.context.http, url, channel.api_key, body)
         completed = False
         try:
             if response.status_code >= 400:

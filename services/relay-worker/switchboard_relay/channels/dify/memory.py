@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
 from switchboard_shared.kv import KeyValue
 
 from ..base import ChannelConfig

@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import ChannelConfig, Delta, ResponseHeaders, UpstreamError, UpstreamEvent, Usage
+from ..base import (
+    ChannelConfig,
+    Delta,
+    ResponseHeaders,
+    UpstreamError,
+    UpstreamEvent,
+    Usage,
+)
 from .app_form import reply_from_outputs
 from .errors import event_error
 

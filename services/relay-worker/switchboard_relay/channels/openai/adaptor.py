@@ -7,12 +7,20 @@ from typing import Any
 
 import httpx
 import orjson
-
 from switchboard_shared.contracts import ChatJob
 
-from ..base import ChannelAdaptor, ChannelConfig, Delta, UpstreamError, UpstreamEvent, Usage, upstream_model
+from ..base import (
+    ChannelAdaptor,
+    ChannelConfig,
+    Delta,
+    UpstreamError,
+    UpstreamEvent,
+    Usage,
+    upstream_model,
+)
 from ..errors import RETRYABLE_STATUSES, redact, status_for_client, transport_error
 from ..sse import iter_sse_data
+from ..upstream_http import post_streaming
 
 # Fields of ours that no upstream should see.
 _GATEWAY_FIELDS = ("dify",)
@@ -30,12 +38,7 @@ class OpenAIAdaptor(ChannelAdaptor):
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         body = convert_request(job, channel)
         url = channel.base_url.rstrip("/") + "/chat/completions"
-        headers = {"Authorization": f"Bearer {channel.api_key}", "Content-Type": "application/json"}
-        request = self.context.http.build_request("POST", url, content=orjson.dumps(body), headers=headers)
-        try:
-            response = await self.context.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+        response = await post_streaming(self.context.http, url, channel.api_key, body)
         try:
             if response.status_code >= 400:
                 raise await _http_error(response, channel.api_key)
