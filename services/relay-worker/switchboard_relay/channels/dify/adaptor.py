@@ -26,7 +26,7 @@ from ..upstream_http import post_streaming
 from . import zero_width
 from .app_form import CHAT_MODES, app_mode, query_input, system_input
 from .errors import http_error
-from .files import collect_files, to_dify_files
+from .files import check_app_accepts, collect_files, to_dify_files
 from .memory import ConversationMemory, ConversationPlan
 from .stream_events import DifyEventTranslator
 from .tool_protocol import ToolCallDetector, tool_instructions
@@ -66,6 +66,7 @@ class DifyAdaptor(ChannelAdaptor):
             plan = ConversationPlan("stateless", None, 0)
         # Files are checked before any upstream call, so a refused type costs nothing upstream.
         pending = collect_files(turns[plan.send_from :] if plan.continues else turns[-1:])
+        check_app_accepts(channel.info.get("file_upload"), pending)
         base = channel.base_url.rstrip("/")
         files = await to_dify_files(self.context.http, base, channel.api_key, job.end_user, pending) if pending else []
         try:

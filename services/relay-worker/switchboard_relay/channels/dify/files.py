@@ -62,6 +62,18 @@ def collect_files(messages: list[dict[str, Any]]) -> list[PendingFile]:
     return files
 
 
+def check_app_accepts(file_upload: dict[str, Any] | None, files: list[PendingFile]) -> None:
+    """A 400 when the app's `/parameters` says it takes no files: Dify would drop them silently."""
+    if not files or not file_upload:
+        return
+    images_on = bool((file_upload.get("image") or {}).get("enabled"))
+    files_on = bool(file_upload.get("enabled"))
+    if any(f.kind == "image" for f in files) and not (images_on or files_on):
+        raise UpstreamError(400, "This Dify app does not accept images (file upload is off in the app).", code="files_not_accepted", param="messages")
+    if any(f.kind == "document" for f in files) and not files_on:
+        raise UpstreamError(400, "This Dify app does not accept documents (file upload is off in the app).", code="files_not_accepted", param="messages")
+
+
 def _image(image_url: dict[str, Any]) -> PendingFile:
     url = image_url.get("url") or ""
     if url.startswith(("http://", "https://")):
