@@ -1,0 +1,112 @@
+"""Fixtures of the end-to-end suite.
+
+One fake OpenAI upstream serves the whole session. Each backend (`embedded`, then
+`distributed`) is started once, lazily, and shared by every test that asks for it;
+special-purpose stacks (no relay worker) are started only if a test needs them. All
+stacks are stopped, and their databases, queues and Redis keys removed, at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
+from tests.helpers import DEFAULT_MODEL, OTHER_MODEL
+from tests.support.stack import Stack
+
+MODES = ["embedded", "distributed"]
+
+#: name → how to build the stack. The two plain modes are the ones every scenario runs on.
+_STACK_SPECS: dict[str, dict[str, Any]] = {
+    "embedded": {"mode": "embedded"},
+    "distributed": {"mode": "distributed"},
+    # Nobody consumes chat jobs: the edge must answer 503 after the (short) pickup timeout.
+    "no-worker": {"mode": "distributed", "relay_workers": 0, "extra_env": {"SB_PICKUP_TIMEOUT_SECONDS": "1"}},
+}
+
+
+class StackPool:
+    """Starts each named stack on first use (with a channel to the shared fake) and stops them all."""
+
+    def __init__(self, upstream_url: str) -> None:
+        self._upstream_url = upstream_url
+        self._stacks: dict[str, Stack] = {}
+        self.primary_channels: dict[str, dict[str, Any]] = {}
+
+    def get(self, name: str) -> Stack:
+        if name not in self._stacks:
+            stack = Stack(**_STACK_SPECS[name])
+            stack.start()
+            self._stacks[name] = stack
+            try:
+                self.primary_channels[name] = stack.add_channel(
+                    name="primary", type="openai", base_url=self._upstream_url, api_key=DEFAULT_API_KEY,
+                    models=[DEFAULT_MODEL, OTHER_MODEL],
+                )
+            except BaseException:
+                self.close()
+                raise
+        return self._stacks[name]
+
+    def name_of(self, stack: Stack) -> str:
+        return next(name for name, s in self._stacks.items() if s is stack)
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for stack in self._stacks.values():
+            try:
+                stack.stop()
+            except Exception as exc:  # keep stopping the others
+                errors.append(exc)
+        self._stacks.clear()
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[tuple[str, FakeOpenAIState]]:
+    """The session's fake OpenAI upstream: `(base_url, state)`. Tests must not change its knobs."""
+    with run_fake_openai() as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def pool(upstream: tuple[str, FakeOpenAIState]) -> Iterator[StackPool]:
+    stacks = StackPool(upstream[0])
+    try:
+        yield stacks
+    finally:
+        stacks.close()
+
+
+@pytest.fixture(scope="session", params=MODES)
+def stack(request: pytest.FixtureRequest, pool: StackPool) -> Stack:
+    """A running Switchboard on each backend in turn, shared across the session."""
+    return pool.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def distributed_stack(pool: StackPool) -> Stack:
+    """The distributed stack (the same one `stack` yields for its `distributed` run)."""
+    return pool.get("distributed")
+
+
+@pytest.fixture(scope="session")
+def idle_stack(pool: StackPool) -> Stack:
+    """A distributed stack with no relay worker and a 1-second pickup timeout."""
+    return pool.get("no-worker")
+
+
+@pytest.fixture
+def primary_channel(stack: Stack, pool: StackPool) -> dict[str, Any]:
+    """The channel (to the session's fake upstream) every stack starts with."""
+    return pool.primary_channels[pool.name_of(stack)]
+
+
+@pytest.fixture
+def token(stack: Stack) -> dict[str, Any]:
+    """A fresh, unrestricted client token on `stack` (with its `key`)."""
+    return stack.add_token()
