@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class _Open(BaseModel):
     # OpenAI adds fields often; unknown ones are kept and passed upstream.
-    model_config = ConfigDict(extra="allow")
+    # Strict: the client's raw body is what travels upstream, so a value pydantic would
+    # coerce ("0.5" for a number, "yes" for a boolean) must be refused here, as OpenAI does.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class TextPart(_Open):
