@@ -37,11 +37,13 @@ def require_admin(request: Request) -> None:
 
 
 Row = TypeVar("Row")
+_ID_MAX = 2**63 - 1
 
 
 async def get_or_404(session: AsyncSession, model: type[Row], row_id: int) -> Row:
     """A row by primary key, or an OpenAI-style 404 naming the table's kind."""
-    row = await session.get(model, row_id)
+    # Ids are positive BIGINTs: a larger one cannot exist (and the database would refuse to compare it).
+    row = await session.get(model, row_id) if 0 < row_id <= _ID_MAX else None
     if row is None:
         kind = model.__tablename__.rstrip("s")  # type: ignore[attr-defined]
         raise OpenAIError(404, f"No {kind} with id {row_id}.", code=f"{kind}_not_found")
