@@ -39,19 +39,31 @@ def _row(event: UsageEvent) -> dict:
         "request_id": event.request_id,
         "token_id": event.token_id,
         "channel_id": event.channel_id,
-        "model": event.model,
+        "model": _fit(event.model, "model"),
         "prompt_tokens": event.prompt_tokens,
         "completion_tokens": event.completion_tokens,
         "total_tokens": event.total_tokens,
         "estimated": event.estimated,
         "status": event.status,
-        "error_code": event.error_code,
+        "error_code": _fit(event.error_code, "error_code"),
         "stream": event.stream,
         "attempts": event.attempts,
         "duration_ms": event.duration_ms,
         "ttft_ms": event.ttft_ms,
         "created_at": event.created_at,
     }
+
+
+def _fit(text: str | None, column: str) -> str | None:
+    """`text` as the column can hold it: without NUL characters (Postgres refuses them), cut to its length.
+
+    The error code comes from the upstream, so it can be anything; an event the database
+    refuses would otherwise fail its whole batch again on every redelivery.
+    """
+    if text is None:
+        return None
+    length = UsageRecord.__table__.c[column].type.length
+    return text.replace("\x00", "")[:length]
 
 
 async def _add_spend(session: AsyncSession, events: Sequence[UsageEvent]) -> list[int]:
