@@ -103,6 +103,7 @@ class Served:
     """How the upstream's response to one request ended."""
 
     path: str
+    started_at: float = field(default_factory=time.monotonic)
     body_messages: int = 0
     completed: bool = False  # the last body message went out
     ended_at: float | None = None

@@ -325,3 +325,30 @@ async def test_redelivered_usage_event_is_counted_once(distributed_stack: Stack)
     spent = await token_row(stack, token["id"])
     assert spent["used_quota"] == 12 + 2
     assert spent["request_count"] == 2
+
+
+async def test_usage_event_with_oversized_fields_does_not_block_accounting(distributed_stack: Stack) -> None:
+    """An upstream may send any error code; an event the database would refuse must not jam the queue."""
+    stack = distributed_stack
+    token = stack.add_token(name="odd-event")
+    odd = UsageEvent(
+        request_id=uuid.uuid4().hex, token_id=token["id"], channel_id=None, model="m" * 200, status="error",
+        error_code="upstream_said_" + "x" * 100 + "\x00", prompt_tokens=3, total_tokens=3,
+        created_at=datetime.now(timezone.utc),
+    )
+    normal = odd.model_copy(update={"request_id": uuid.uuid4().hex, "model": DEFAULT_MODEL, "status": "ok",
+                                    "error_code": None})
+    bus = RabbitBus(AMQP_URL)
+    await bus.connect()
+    try:
+        for event in (odd, normal):
+            await bus.publish(Queues(stack.queue_prefix).usage, event.model_dump_json().encode())
+    finally:
+        await bus.close()
+    rows = await usage_for(stack, [odd.request_id, normal.request_id])
+    assert set(rows) == {odd.request_id, normal.request_id}, "accounting is stuck on the odd event"
+    recorded = rows[odd.request_id]
+    assert recorded["model"].startswith("mmm") and recorded["status"] == "error"
+    assert recorded["error_code"].startswith("upstream_said_") and "\x00" not in recorded["error_code"]
+    spent = await token_row(stack, token["id"])
+    assert (spent["used_quota"], spent["request_count"]) == (6, 2)
