@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -127,7 +128,7 @@ class Stack:
             raise
 
     def stop(self) -> None:
-        """Stop the processes and remove every resource this stack created."""
+        """Stop the processes and remove every resource this stack created (its working directory too)."""
         for _, proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -138,8 +139,11 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self._procs.clear()
-        if self.mode == "distributed":
-            asyncio.run(_remove_distributed(self.database_name, self.queue_prefix, self.redis_prefix))
+        try:
+            if self.mode == "distributed":
+                asyncio.run(_remove_distributed(self.database_name, self.queue_prefix, self.redis_prefix))
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)  # the SQLite database and the logs
 
     def _command(self, args: list[str]) -> list[str]:
         return [sys.executable, "-m", "switchboard.cli", *args]
