@@ -8,7 +8,7 @@ stacks are stopped, and their databases, queues and Redis keys removed, at the e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -110,3 +110,15 @@ def primary_channel(stack: Stack, pool: StackPool) -> dict[str, Any]:
 def token(stack: Stack) -> dict[str, Any]:
     """A fresh, unrestricted client token on `stack` (with its `key`)."""
     return stack.add_token()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """On a failure, show the tail of the stack's process logs (they are removed when the stack stops)."""
+    report = yield
+    if report.failed:
+        for name in ("stack", "distributed_stack", "idle_stack"):
+            running = getattr(item, "funcargs", {}).get(name)
+            if isinstance(running, Stack) and running.base_url:
+                report.sections.append((f"switchboard logs ({name}: {running.mode})", running.logs()[-6000:]))
+    return report

@@ -12,15 +12,18 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
 from tests.helpers import (
     DEFAULT_MODEL,
+    TIMEOUT,
     assert_openai_error,
     full_logs,
     http_client,
+    query,
     run_watched_fake,
     sync_client,
     token_row,
@@ -119,6 +122,28 @@ async def test_client_disconnect_mid_stream_cancels_the_job(stack: Stack, token:
         assert not call.completed
         assert call.ended_at is not None and call.ended_at - call.started_at < chunk_delay * chunks / 2
         assert call.body_messages < chunks
+
+
+async def test_client_giving_up_before_the_answer_cancels_the_job(stack: Stack, token: dict[str, Any],
+                                                                 channels: list[dict[str, Any]]) -> None:
+    upstream_delay = 5.0
+    with run_fake_openai(FakeOpenAIState(delay=upstream_delay)) as (url, state):
+        model = unique_model("sluggish")
+        channels.append(stack.add_channel(name="sluggish", type="openai", base_url=url, api_key=DEFAULT_API_KEY,
+                                          models=[model]))
+        with http_client(stack, token["key"]) as client, pytest.raises(httpx.ReadTimeout):
+            client.post(CHAT, json={"model": model, "messages": [{"role": "user", "content": "take your time"}]},
+                        timeout=httpx.Timeout(TIMEOUT, read=1.0))
+        assert state.calls == 1
+        deadline = time.monotonic() + TIMEOUT
+        while not (rows := await query(stack, "SELECT * FROM usage_records WHERE token_id = $1", token["id"])):
+            assert time.monotonic() < deadline, "the abandoned call was never accounted for"
+            await asyncio.sleep(0.1)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "cancelled" and row["channel_id"] == channels[0]["id"]
+    assert row["duration_ms"] < (upstream_delay - 1) * 1000, "the worker waited for the upstream instead of stopping"
+    assert row["total_tokens"] == 0, "nothing was produced, so nothing is billed"
 
 
 # ---------------------------------------------------------------- upstream failures
