@@ -59,7 +59,7 @@ class StackPool:
         for stack in self._stacks.values():
             try:
                 stack.stop()
-            except Exception as exc:  # keep stopping the others
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
                 errors.append(exc)
         self._stacks.clear()
         if errors:

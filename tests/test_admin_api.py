@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import DEFAULT_MODEL, TIMEOUT, assert_openai_error, http_client, query
+from tests.helpers import (
+    DEFAULT_MODEL,
+    TIMEOUT,
+    assert_openai_error,
+    http_client,
+    query,
+)
 from tests.support.stack import Stack
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from switchboard_shared.bus import Queues
 from switchboard_shared.bus.rabbitmq import RabbitBus
 from switchboard_shared.contracts import UsageEvent
+
 from tests.helpers import (
     DEFAULT_MODEL,
     OTHER_MODEL,
+    TIMEOUT,
     async_client,
     expected_usage,
     query,
@@ -296,27 +298,31 @@ async def test_spend_of_every_token_and_channel_equals_its_usage_rows(stack: Sta
     assert any(r["calls"] for r in rows), "the channels have served calls"
 
 
+async def publish_usage(stack: Stack, *events: UsageEvent) -> None:
+    """Put usage events on the distributed stack's usage queue, as a relay worker (or a redelivery) would."""
+    bus = RabbitBus(AMQP_URL)
+    async with asyncio.timeout(TIMEOUT):
+        await bus.connect()
+        try:
+            for event in events:
+                await bus.publish(Queues(stack.queue_prefix).usage, event.model_dump_json().encode())
+        finally:
+            await bus.close()
+
+
 async def test_redelivered_usage_event_is_counted_once(distributed_stack: Stack) -> None:
     stack = distributed_stack
     token = stack.add_token(name="redelivery")
     event = UsageEvent(
         request_id=uuid.uuid4().hex, token_id=token["id"], channel_id=None, model=DEFAULT_MODEL,
-        prompt_tokens=7, completion_tokens=5, total_tokens=12, created_at=datetime.now(timezone.utc),
+        prompt_tokens=7, completion_tokens=5, total_tokens=12, created_at=datetime.now(UTC),
     )
     sentinel = event.model_copy(update={"request_id": uuid.uuid4().hex, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
-    usage_queue = Queues(stack.queue_prefix).usage
-    bus = RabbitBus(AMQP_URL)
-    await bus.connect()
-    try:
-        # Twice in a row (likely one batch), then once more after it was recorded (a later batch).
-        await bus.publish(usage_queue, event.model_dump_json().encode())
-        await bus.publish(usage_queue, event.model_dump_json().encode())
-        first = await usage_for(stack, [event.request_id])
-        assert event.request_id in first
-        await bus.publish(usage_queue, event.model_dump_json().encode())
-        await bus.publish(usage_queue, sentinel.model_dump_json().encode())
-    finally:
-        await bus.close()
+    # Twice in a row (likely one batch), then once more after it was recorded (a later batch).
+    await publish_usage(stack, event, event)
+    first = await usage_for(stack, [event.request_id])
+    assert event.request_id in first
+    await publish_usage(stack, event, sentinel)
     # Events are consumed in order: once the sentinel is in, the third copy has been handled.
     rows = await usage_for(stack, [event.request_id, sentinel.request_id])
     assert set(rows) == {event.request_id, sentinel.request_id}
@@ -334,17 +340,11 @@ async def test_usage_event_with_oversized_fields_does_not_block_accounting(distr
     odd = UsageEvent(
         request_id=uuid.uuid4().hex, token_id=token["id"], channel_id=None, model="m" * 200, status="error",
         error_code="upstream_said_" + "x" * 100 + "\x00", prompt_tokens=3, total_tokens=3,
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
     )
     normal = odd.model_copy(update={"request_id": uuid.uuid4().hex, "model": DEFAULT_MODEL, "status": "ok",
                                     "error_code": None})
-    bus = RabbitBus(AMQP_URL)
-    await bus.connect()
-    try:
-        for event in (odd, normal):
-            await bus.publish(Queues(stack.queue_prefix).usage, event.model_dump_json().encode())
-    finally:
-        await bus.close()
+    await publish_usage(stack, odd, normal)
     rows = await usage_for(stack, [odd.request_id, normal.request_id])
     assert set(rows) == {odd.request_id, normal.request_id}, "accounting is stuck on the odd event"
     recorded = rows[odd.request_id]
