@@ -45,6 +45,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Usage rows outlive the token or channel they name, so an id must never be handed out twice.
+# Postgres sequences never reuse ids; SQLite reuses the highest rowid after a delete unless AUTOINCREMENT.
+_NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     """Declarative base of all tables."""
 
@@ -53,6 +58,7 @@ class Token(Base):
     """A client API key (`sk-…`), stored only as its SHA-256 hash."""
 
     __tablename__ = "tokens"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))
@@ -71,6 +77,7 @@ class Channel(Base):
     """An upstream: one OpenAI-compatible endpoint or one Dify app."""
 
     __tablename__ = "channels"
+    __table_args__ = _NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))
