@@ -15,6 +15,7 @@ from tests.helpers import (
     assert_openai_error,
     http_client,
     query,
+    usage_for,
 )
 from tests.support.stack import Stack
 
@@ -90,6 +91,30 @@ def test_token_patch_and_delete(stack: Stack) -> None:
         assert_openai_error(admin.get(f"/api/tokens/{token['id']}"), 404, "token_not_found")
         assert all(t["id"] != token["id"] for t in admin.get("/api/tokens").json()["data"])
     assert chat_ok(stack, token["key"]) == 401
+
+
+async def test_ids_of_deleted_tokens_and_channels_are_never_reused(stack: Stack, upstream: tuple[str, Any]) -> None:
+    """Usage rows outlive their token and channel: a new one must not inherit them by taking the old id."""
+    model = "reused-" + uuid.uuid4().hex[:6]
+    with stack.admin() as admin:
+        old_channel = admin.post("/api/channels", json={"name": "old", "type": "openai", "base_url": upstream[0],
+                                                        "api_key": "sk-upstream-test", "models": [model]}).json()
+        old_token = stack.add_token(name="old")  # the newest token and channel: the highest ids
+        with http_client(stack, old_token["key"]) as client:
+            response = client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200
+        await usage_for(stack, [response.headers["x-request-id"]])
+        assert admin.delete(f"/api/tokens/{old_token['id']}").status_code == 200
+        assert admin.delete(f"/api/channels/{old_channel['id']}").status_code == 200
+        new_channel = admin.post("/api/channels", json={"name": "new", "type": "openai", "base_url": upstream[0],
+                                                        "api_key": "sk-upstream-test", "models": [model]}).json()
+        new_token = stack.add_token(name="new")
+    assert new_token["id"] > old_token["id"]
+    assert new_channel["id"] > old_channel["id"]
+    assert await query(stack, "SELECT id FROM usage_records WHERE token_id = $1", new_token["id"]) == []
+    assert await query(stack, "SELECT id FROM usage_records WHERE channel_id = $1", new_channel["id"]) == []
+    with stack.admin() as admin:
+        admin.delete(f"/api/channels/{new_channel['id']}")
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
