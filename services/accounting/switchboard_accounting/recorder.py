@@ -16,8 +16,10 @@ from switchboard_shared.db import Channel, Database, Token, UsageRecord
 async def record_batch(db: Database, events: Sequence[UsageEvent]) -> tuple[int, list[str]]:
     """Write `events` in one transaction.
 
-    Returns how many were new and the key hashes of the tokens whose spend
-    changed (their cached copies are stale). A request id already recorded is
+    Returns how many were new and the key hashes of the tokens whose cached
+    copies are now stale: those with a quota whose spend changed (an unlimited
+    token's cached record does not depend on its spend, so it is left alone and
+    the edge keeps serving it from the cache). A request id already recorded is
     skipped, rows and spend alike, so a redelivered event counts once.
     """
     if not events:
@@ -30,7 +32,8 @@ async def record_batch(db: Database, events: Sequence[UsageEvent]) -> tuple[int,
         inserted = set((await session.scalars(statement)).all())
         fresh = [unique[rid] for rid in inserted]
         token_ids = await _add_spend(session, fresh)
-        hashes = list((await session.scalars(select(Token.key_hash).where(Token.id.in_(token_ids)))).all()) if token_ids else []
+        stale = select(Token.key_hash).where(Token.id.in_(token_ids), Token.quota.is_not(None))
+        hashes = list((await session.scalars(stale)).all()) if token_ids else []
     return len(fresh), hashes
 
 
