@@ -19,13 +19,25 @@ def error_response(error: OpenAIError, headers: dict[str, str] | None = None) ->
     return Response(error.to_json(), status_code=error.status, media_type="application/json", headers=headers)
 
 
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _client_path(loc: tuple[object, ...]) -> list[str]:
+    """A pydantic error location as the client's JSON path: union branch names and repeated tags dropped."""
+    path: list[str] = []
+    for part in loc:
+        text = str(part)
+        if part == "body" or "[" in text or text in _TYPE_NAMES or (path and path[-1] == text):
+            continue
+        path.append(text)
+    return path
+
+
 def validation_error(exc: ValidationError | RequestValidationError) -> OpenAIError:
-    """The first validation problem, named by its JSON path."""
-    first = exc.errors()[0]
-    location = [str(p) for p in first.get("loc", ()) if p != "body"]
-    # Discriminated unions add the tag to the path; it is noise to the client.
-    param = ".".join(location) or None
-    message = first.get("msg", "invalid request").removeprefix("Value error, ")
+    """The most specific validation problem (deepest in the body), named by its JSON path."""
+    problem = max(exc.errors(), key=lambda e: len(_client_path(tuple(e.get("loc", ())))))
+    param = ".".join(_client_path(tuple(problem.get("loc", ())))) or None
+    message = problem.get("msg", "invalid request").removeprefix("Value error, ")
     if param:
         message = f"{message} (at '{param}')"
     return OpenAIError(400, message, code="invalid_request", param=param)
