@@ -1,0 +1,1 @@
+"""Load and latency benchmarks for Switchboard (`uv run python -m bench.load`)."""
