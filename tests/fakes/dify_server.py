@@ -45,6 +45,9 @@ headers)` for every request), `state.conversations` (id → `Conversation` with 
 `state.queries(conversation_id)`), `state.uploads` (id → `UploadedFile`), `state.stops`
 (`StopRecord(task_id, user, app_key)`), `state.outcomes` (task_id → `"running"`, `"completed"`,
 `"error_event"`, `"stopped"`, `"dropped"`, `"client_disconnected"`, `"server_shutdown"`).
+
+As its own process (one app, in the foreground; see `main`):
+`python -m tests.fakes.dify_server --port 9200 --key app-bench --chunks 50`.
 """
 
 from __future__ import annotations
@@ -1002,9 +1005,8 @@ class _QuietDrops(logging.Filter):
         return not isinstance(exc, _DropConnection) and "timeout graceful shutdown" not in record.getMessage()
 
 
-@contextlib.contextmanager
-def run_fake_dify(state: FakeDifyState, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve `state` with uvicorn in a background thread; yields the base URL ending in /v1."""
+def _server(state: FakeDifyState, host: str, port: int) -> tuple[uvicorn.Server, socket.socket]:
+    """A uvicorn server for `state` and its listening socket (not started yet)."""
     err_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _QuietDrops) for f in err_log.filters):
         err_log.addFilter(_QuietDrops())
@@ -1014,7 +1016,13 @@ def run_fake_dify(state: FakeDifyState, host: str = "127.0.0.1", port: int = 0) 
     sock.listen(128)
     config = uvicorn.Config(create_dify_app(state), lifespan="off", log_config=None, log_level=None,
                             access_log=False, loop="asyncio", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
+    return uvicorn.Server(config), sock
+
+
+@contextlib.contextmanager
+def run_fake_dify(state: FakeDifyState, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve `state` with uvicorn in a background thread; yields the base URL ending in /v1."""
+    server, sock = _server(state, host, port)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-dify", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -1037,3 +1045,60 @@ def run_fake_dify(state: FakeDifyState, host: str = "127.0.0.1", port: int = 0) 
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+# ----------------------------------------------------------------------------- command line
+def split_evenly(text: str, pieces: int) -> list[str]:
+    """`text` cut into `pieces` non-empty parts of nearly equal length (one per character if it is shorter)."""
+    n = max(1, min(pieces, len(text)))
+    size, extra = divmod(len(text), n)
+    bounds = [i * size + min(i, extra) for i in range(n + 1)]
+    return [text[bounds[i]:bounds[i + 1]] for i in range(n)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one app in the foreground until SIGINT/SIGTERM (e.g. for `bench/dify_stream.py`)::
+
+        python -m tests.fakes.dify_server --port 9200 --chunks 50
+
+    The app answers `Script()` ("Echo: <query>" in word chunks); with `--chunks N` that answer
+    is cut into N nearly equal pieces instead. No delays; no ping before the first event unless
+    `--ping-first`. Requests are recorded in memory as usual, so keep a run's count bounded.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.dify_server", description="Fake Dify service API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--key", default="app-bench", help="the app's API key (default app-bench)")
+    parser.add_argument("--mode", default="chat", choices=(*CHAT_MODES, "completion", "workflow"))
+    parser.add_argument("--name", default="Fake Bot", help="the app's name (GET /info)")
+    parser.add_argument("--chunks", type=int, default=None, help="cut each answer into this many message events")
+    parser.add_argument("--ping-first", action="store_true", help="send a ping before the first event")
+    args = parser.parse_args(argv)
+
+    def script(body: dict[str, Any]) -> Script:
+        if args.chunks is None:
+            return Script(ping_first=args.ping_first)
+        inputs = body.get("inputs") or {}
+        if args.mode == "workflow":
+            q = inputs.get("query")
+            answer = "Echo: " + (q if isinstance(q, str) else json.dumps(inputs, ensure_ascii=False))
+        else:
+            answer = "Echo: " + str(body.get("query") or "").replace("\x00", "")
+        return Script(chunks=split_evenly(answer, args.chunks), ping_first=args.ping_first)
+
+    state = FakeDifyState()
+    state.add_app(args.key, args.mode, args.name, script=script)
+    server, sock = _server(state, args.host, args.port)
+    print(f"fake Dify: {args.mode} app {args.name!r} (key {args.key}) at http://{args.host}:{sock.getsockname()[1]}/v1",
+          file=sys.stderr, flush=True)
+    try:
+        server.run(sockets=[sock])  # uvicorn handles SIGINT/SIGTERM
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()
