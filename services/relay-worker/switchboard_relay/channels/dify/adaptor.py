@@ -198,13 +198,13 @@ def build_body(
     if plan.continues and client_inputs:
         warnings.append("Dify applies 'inputs' only on a conversation's first turn; these were ignored")
     query_system = ""
-    if system and not plan.continues:  # a continued conversation already has it: never duplicate
-        variable = system_input(channel)
-        if variable:
-            inputs[variable] = system
-        else:
-            query_system = system
-    query = render(turns[plan.send_from :], query_system)
+    variable = system_input(channel)
+    if system and variable:
+        # Inputs are per-request values that Dify validates on every call, not history: always send it.
+        inputs[variable] = system
+    elif system and not plan.continues:  # a continued conversation already has it in its history: never duplicate
+        query_system = system
+    query = render(turns[plan.send_from :], query_system, history=turns)
     tools = _active_tools(job.body)
     if tools:
         query = f"{query}\n\n{tool_instructions(tools, job.body.get('tool_choice'))}"

@@ -45,12 +45,16 @@ def without_system(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in messages if m.get("role") not in SYSTEM_ROLES]
 
 
-def render(turns: Sequence[dict[str, Any]], system: str = "") -> str:
-    """The query for `turns` (no system messages in them), with `system` leading when given."""
+def render(turns: Sequence[dict[str, Any]], system: str = "", history: Sequence[dict[str, Any]] | None = None) -> str:
+    """The query for `turns` (no system messages in them), with `system` leading when given.
+
+    `history` is the whole conversation `turns` belong to (default: `turns`): a tool
+    result's tool name is looked up there, since the call may be in an earlier turn.
+    """
     if not system and len(turns) == 1 and turns[0].get("role") == "user":
         return text_of(turns[0])
     blocks = [f"System:\n{system}"] if system else []
-    names = _tool_names(turns)
+    names = _tool_names(turns if history is None else history)
     for message in turns:
         blocks.append(_block(message, names))
     return "\n\n".join(blocks)
