@@ -40,6 +40,10 @@ class Backends:
         """Where the edge caches a token record (accounting drops it when spend changes)."""
         return self.key("token", key_hash)
 
+    def token_invalidation_channel(self) -> str:
+        """Broadcast channel telling edges to drop their in-process copies of token records."""
+        return self.key("token-invalidate")
+
     def config_version_key(self) -> str:
         """A counter bumped whenever channels change, so every process reloads them."""
         return self.key("config", "version")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -105,6 +106,8 @@ async def run_until_signalled(services: Sequence[Service]) -> None:
         for service in services:
             await service.start()
             started.append(service)
+        # Startup objects live for the whole process: keep them out of every GC pass.
+        gc.freeze()
         log.info("running", extra={"services": [s.name for s in services]})
         await stop.wait()
     finally:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     pickup_timeout_seconds: float = 10.0
     reply_idle_timeout_seconds: float = 300.0
     token_cache_seconds: float = 60.0
+    token_local_cache_seconds: float = Field(
+        2.0, description="How long an edge keeps a token record in process (changes are broadcast; this bounds a lost one)."
+    )
 
     # Relay worker
     relay_concurrency: int = 64

@@ -12,6 +12,7 @@ from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.settings import Settings
+from switchboard_shared.token_cache import invalidate_tokens
 
 from .recorder import record_batch
 
@@ -82,8 +83,7 @@ class AccountingService:
         if not batch:
             return
         fresh, token_hashes = await record_batch(self.db, [event for _, event in batch])
-        if token_hashes:
-            await self.backends.kv.delete(*(self.backends.token_cache_key(h) for h in token_hashes))
+        await invalidate_tokens(self.backends, token_hashes)
         for delivery, _ in batch:
             await delivery.ack()
         self.recorded += fresh

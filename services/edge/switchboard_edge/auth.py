@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 from switchboard_shared.backends import Backends
 from switchboard_shared.db import Database, SystemSetting, Token
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import hash_key, same_hash
+from switchboard_shared.token_cache import TokenInvalidation, invalidate_tokens
 
 ADMIN_KEY_SETTING = "admin_key_hash"
 _MISSING = b"-"  # cached marker for "no such key", so unknown keys don't reach the database each time
 _MISSING_TTL_SECONDS = 5.0
+_LOCAL_MAX_ENTRIES = 100_000
 
 
 class TokenRecord(BaseModel):
@@ -46,8 +49,27 @@ def bearer(authorization: str | None) -> str | None:
 class TokenAuthenticator:
     """Validates client keys against the key-value cache, with the database behind it."""
 
-    def __init__(self, db: Database, backends: Backends, cache_seconds: float) -> None:
-        self._db, self._backends, self._cache_seconds = db, backends, cache_seconds
+    def __init__(self, db: Database, backends: Backends, cache_seconds: float, local_seconds: float) -> None:
+        self._db, self._backends = db, backends
+        self._cache_seconds, self._local_seconds = cache_seconds, local_seconds
+        # key hash → (expiry, record or None for "no such key"): spares a Redis round trip per request.
+        self._local: dict[str, tuple[float, TokenRecord | None]] = {}
+
+    async def start(self) -> None:
+        """Listen for invalidations, so changed tokens leave the in-process cache at once."""
+        await self._backends.pubsub.subscribe(self._backends.token_invalidation_channel(), self._on_invalidation)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        await self._backends.pubsub.unsubscribe(self._backends.token_invalidation_channel())
+
+    def _on_invalidation(self, raw: bytes) -> None:
+        try:
+            notice = TokenInvalidation.model_validate_json(raw)
+        except ValidationError:
+            return
+        for key_hash in notice.key_hashes:
+            self._local.pop(key_hash, None)
 
     async def authenticate(self, authorization: str | None) -> TokenRecord:
         """The usable token for a request's Authorization header, or a 401/429 error."""
@@ -66,6 +88,17 @@ class TokenAuthenticator:
         return record
 
     async def _lookup(self, key_hash: str) -> TokenRecord | None:
+        now = time.monotonic()
+        entry = self._local.get(key_hash)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        record = await self._shared_lookup(key_hash)
+        if len(self._local) >= _LOCAL_MAX_ENTRIES:
+            self._local.clear()  # crude but bounded; entries live seconds anyway
+        self._local[key_hash] = (now + self._local_seconds, record)
+        return record
+
+    async def _shared_lookup(self, key_hash: str) -> TokenRecord | None:
         cache_key = self._backends.token_cache_key(key_hash)
         cached = await self._backends.kv.get(cache_key)
         if cached == _MISSING:
@@ -82,8 +115,9 @@ class TokenAuthenticator:
         return record
 
     async def forget(self, key_hash: str) -> None:
-        """Drop a token's cached copy after an admin change."""
-        await self._backends.kv.delete(self._backends.token_cache_key(key_hash))
+        """Drop a token's cached copies everywhere after an admin change."""
+        self._local.pop(key_hash, None)
+        await invalidate_tokens(self._backends, [key_hash])
 
 
 class AdminAuthenticator:

@@ -25,12 +25,13 @@ class EdgeState:
             backends, self.router, settings.pickup_timeout_seconds, settings.reply_idle_timeout_seconds
         )
         self.catalog = ModelCatalog(db, backends)
-        self.tokens = TokenAuthenticator(db, backends, settings.token_cache_seconds)
+        self.tokens = TokenAuthenticator(db, backends, settings.token_cache_seconds, settings.token_local_cache_seconds)
         self.admin = AdminAuthenticator(db, settings.admin_key)
 
     async def start(self) -> None:
         """Subscribe to replies, load the catalog and the admin key."""
         await self.router.start()
+        await self.tokens.start()
         await self.catalog.start()
         await self.admin.load()
 
@@ -38,6 +39,7 @@ class EdgeState:
         """Undo start()."""
         await self.catalog.stop()
         await self.dispatcher.drain()
+        await self.tokens.stop()
         await self.router.stop()
 
     async def ready(self) -> dict[str, bool]:

@@ -132,6 +132,7 @@ class RelayWorker:
                 # Cancelled by our own shutdown, not by the client: tell the client.
                 await sender.error(OpenAIError(503, "the relay worker shut down mid-request; retry", code="worker_shutdown"))
                 await sender.done()
+            await sender.flush()
             await self._publish_usage(usage)
             await delivery.ack()
         except Exception:

@@ -27,6 +27,11 @@ class PubSub(ABC):
     async def publish(self, channel: str, data: bytes) -> None:
         """Send `data` to every current subscriber of `channel`."""
 
+    async def publish_many(self, channel: str, items: list[bytes]) -> None:
+        """Send several messages in order (backends may pipeline them in one round trip)."""
+        for data in items:
+            await self.publish(channel, data)
+
     @abstractmethod
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Call `handler` for each message on `channel`; returns once the subscription is live."""

@@ -43,6 +43,15 @@ class RedisPubSub(PubSub):
     async def publish(self, channel: str, data: bytes) -> None:
         await self._client.publish(channel, data)
 
+    async def publish_many(self, channel: str, items: list[bytes]) -> None:
+        if len(items) == 1:
+            await self._client.publish(channel, items[0])
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for data in items:
+                pipe.publish(channel, data)
+            await pipe.execute()
+
     async def subscribe(self, channel: str, handler: Handler) -> None:
         assert self._pubsub is not None, "connect() first"
         key = channel.encode()
