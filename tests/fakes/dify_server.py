@@ -1010,7 +1010,9 @@ def _server(state: FakeDifyState, host: str, port: int) -> tuple[uvicorn.Server,
     err_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _QuietDrops) for f in err_log.filters):
         err_log.addFilter(_QuietDrops())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, as from getaddrinfo: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # with Nagle on, each event written after an unacknowledged one waits for the client's delayed ACK (40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)
