@@ -7,7 +7,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import httpx
 from switchboard_shared.contracts import ChatJob, UsageEvent
 from switchboard_shared.db import utcnow
 from switchboard_shared.errors import OpenAIError
@@ -21,7 +20,6 @@ from .channels.base import (
     UpstreamError,
     Usage,
 )
-from .channels.errors import transport_error
 from .frames import FrameSender
 from .openai_render import ChunkRenderer, CompletionAggregate
 from .picker import attempt_order
@@ -98,20 +96,17 @@ class JobRunner:
         if adaptor is None:
             raise UpstreamError(502, f"channel type '{attempt.channel.type}' is not supported by this worker", retryable=True)
         renderer = ChunkRenderer(job.request_id, job.model) if job.stream else None
-        try:
-            async for event in adaptor.events(job, attempt.channel):
-                if isinstance(event, Delta):
-                    if attempt.first_output_at is None:
-                        attempt.first_output_at = time.monotonic()
-                    attempt.aggregate.add(event)
-                    if renderer is not None:
-                        await sender.chunk(renderer.chunk(event))
-                elif isinstance(event, Usage):
-                    attempt.usage = event
-                elif isinstance(event, ResponseHeaders):
-                    sender.pending_headers.update(event.headers)
-        except httpx.HTTPError as exc:  # adaptors map their own; this is the safety net
-            raise transport_error(exc) from exc
+        async for event in adaptor.events(job, attempt.channel):
+            if isinstance(event, Delta):
+                if attempt.first_output_at is None:
+                    attempt.first_output_at = time.monotonic()
+                attempt.aggregate.add(event)
+                if renderer is not None:
+                    await sender.chunk(renderer.chunk(event))
+            elif isinstance(event, Usage):
+                attempt.usage = event
+            elif isinstance(event, ResponseHeaders):
+                sender.pending_headers.update(event.headers)
         usage = self._settled_usage(job, attempt)
         if renderer is not None:
             if job.include_usage:

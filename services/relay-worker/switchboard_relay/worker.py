@@ -8,7 +8,6 @@ import time
 import uuid
 from collections import OrderedDict
 
-import httpx
 from pydantic import ValidationError
 from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery
@@ -21,6 +20,7 @@ from tenacity import retry, stop_after_delay, wait_exponential
 from .channel_directory import ChannelDirectory
 from .channels.base import RelayContext
 from .channels.registry import build_adaptors
+from .channels.upstream_http import UpstreamClient
 from .frames import FrameSender
 from .job_runner import JobRunner
 
@@ -45,14 +45,7 @@ class RelayWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
-        timeout = httpx.Timeout(
-            connect=settings.upstream_connect_timeout_seconds,
-            read=settings.upstream_read_timeout_seconds,
-            write=30.0,
-            pool=30.0,
-        )
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self.http = httpx.AsyncClient(timeout=timeout, limits=limits)
+        self.http = UpstreamClient(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds)
         context = RelayContext(
             http=self.http,
             kv=backends.kv,
@@ -83,7 +76,7 @@ class RelayWorker:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self.backends.pubsub.unsubscribe(self.backends.cancel_channel())
-        await self.http.aclose()
+        await self.http.close()
 
     @retry(stop=stop_after_delay(60), wait=wait_exponential(multiplier=0.2, max=5), reraise=True)
     async def _publish_usage(self, usage: UsageEvent) -> None:

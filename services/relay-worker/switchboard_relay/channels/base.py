@@ -10,11 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 from switchboard_shared.contracts import ChatJob
 from switchboard_shared.kv import KeyValue
+
+if TYPE_CHECKING:
+    from .upstream_http import UpstreamClient
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class UpstreamError(Exception):
 class RelayContext:
     """What adaptors share within one worker process."""
 
-    http: httpx.AsyncClient
+    http: UpstreamClient
     kv: KeyValue
     key_prefix: str
     idle_timeout_seconds: float

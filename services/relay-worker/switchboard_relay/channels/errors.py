@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
-
-from .base import UpstreamError
-
 # Statuses worth trying on another channel: throttling and upstream trouble.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
 
@@ -31,8 +27,3 @@ def redact(message: str, secret: str) -> str:
     return message
 
 
-def transport_error(exc: httpx.HTTPError) -> UpstreamError:
-    """A connection-level failure (refused, reset, timeout) as a retryable error."""
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamError(504, f"upstream timed out ({type(exc).__name__})", code="upstream_timeout", retryable=True)
-    return UpstreamError(502, f"upstream unreachable ({type(exc).__name__})", code="upstream_unreachable", retryable=True)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+from .upstream_http import UpstreamResponse
 
 
-async def iter_sse_data(response: httpx.Response) -> AsyncIterator[str]:
+async def iter_sse_data(response: UpstreamResponse) -> AsyncIterator[str]:
     """Yield the `data:` payload of each event (multi-line data joined by newlines).
 
     Comment lines and `event:`/`id:` fields are skipped; an event without data
     (e.g. `event: ping`) yields nothing.
     """
     data: list[str] = []
-    async for line in response.aiter_lines():
+    async for line in response.lines():
         if not line:
             if data:
                 yield "\n".join(data)

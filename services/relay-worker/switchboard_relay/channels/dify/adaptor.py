@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 from switchboard_shared.contracts import ChatJob
 
@@ -20,9 +19,7 @@ from ..base import (
     UpstreamError,
     UpstreamEvent,
 )
-from ..errors import transport_error
 from ..sse import iter_sse_data
-from ..upstream_http import post_streaming
 from . import zero_width
 from .app_form import CHAT_MODES, app_mode, query_input, system_input
 from .errors import http_error
@@ -131,12 +128,12 @@ class DifyAdaptor(ChannelAdaptor):
         base = channel.base_url.rstrip("/")
         url = base + _ENDPOINTS.get(mode, "/chat-messages")
         idle = float(channel.options.get("idle_timeout_seconds") or self.context.idle_timeout_seconds)
-        response = await post_streaming(self.context.http, url, channel.api_key, body)
+        response = await self.context.http.post_streaming(url, channel.api_key, body)
         completed = False
         try:
-            if response.status_code >= 400:
+            if response.status >= 400:
                 error = await http_error(response, channel.api_key)
-                if response.status_code == 404 and plan.continues and error.code == "dify_not_found":
+                if response.status == 404 and plan.continues and error.code == "dify_not_found":
                     raise _ConversationGone
                 raise error
             data_events = iter_sse_data(response).__aiter__()
@@ -156,10 +153,8 @@ class DifyAdaptor(ChannelAdaptor):
                 for out in translator.translate(event):
                     yield out
             completed = True
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
         finally:
-            await response.aclose()
+            await response.close()
             if not completed and translator.task_id:
                 # Cancelled, timed out or failed mid-way: don't leave the app generating.
                 await asyncio.shield(self._stop(channel, mode, translator.task_id, body["user"]))
@@ -167,13 +162,8 @@ class DifyAdaptor(ChannelAdaptor):
     async def _stop(self, channel: ChannelConfig, mode: str, task_id: str, user: str) -> None:
         path = _STOP_PATHS.get(mode, "/chat-messages/{task}/stop").format(task=task_id)
         try:
-            await self.context.http.post(
-                channel.base_url.rstrip("/") + path,
-                headers={"Authorization": f"Bearer {channel.api_key}"},
-                json={"user": user},
-                timeout=5.0,
-            )
-        except httpx.HTTPError:
+            await self.context.http.post_json(channel.base_url.rstrip("/") + path, channel.api_key, {"user": user}, timeout=5.0)
+        except UpstreamError:
             log.warning("could not stop the Dify task", extra={"task_id": task_id})
 
 

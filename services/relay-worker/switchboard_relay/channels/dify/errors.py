@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from ..base import UpstreamError
 from ..errors import RETRYABLE_STATUSES, redact, status_for_client
+from ..upstream_http import UpstreamResponse
 
 # code → (status for the client, worth trying another channel)
 _BY_CODE: dict[str, tuple[int, bool]] = {
@@ -47,19 +47,23 @@ def dify_error(code: str | None, message: str, http_status: int | None = None) -
     return UpstreamError(status, message or "Dify returned an error", code=f"dify_{code}" if code else "dify_error", retryable=bool(retryable))
 
 
-async def http_error(response: httpx.Response, api_key: str) -> UpstreamError:
+async def http_error(response: UpstreamResponse, api_key: str) -> UpstreamError:
     """A Dify HTTP 4xx/5xx (`{"code","message","status"}`) as an UpstreamError."""
-    raw = await response.aread()
-    code, message = None, f"Dify returned HTTP {response.status_code}"
+    return dify_error_from_body(response.status, await response.read(), api_key)
+
+
+def dify_error_from_body(status: int, raw: bytes, api_key: str) -> UpstreamError:
+    """An UpstreamError from a Dify error body, with the channel key redacted from the message."""
+    code, message = None, f"Dify returned HTTP {status}"
     try:
         body: Any = orjson.loads(raw)
         if isinstance(body, dict):
             code, message = body.get("code"), body.get("message") or message
     except orjson.JSONDecodeError:
         pass
-    if response.status_code == 429 and not code:
+    if status == 429 and not code:
         code = "too_many_requests"
-    return dify_error(code, redact(message, api_key), response.status_code)
+    return dify_error(code, redact(message, api_key), status)
 
 
 def event_error(event: dict[str, Any]) -> UpstreamError:

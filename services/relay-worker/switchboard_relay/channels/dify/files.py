@@ -7,11 +7,11 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import orjson
 
 from ..base import UpstreamError
-from ..errors import transport_error
-from .errors import http_error
+from ..upstream_http import UpstreamClient
+from .errors import dify_error_from_body
 
 # What Dify accepts (api/constants: IMAGE_EXTENSIONS, DOCUMENT_EXTENSIONS), by MIME type.
 IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "image/webp": "webp", "image/gif": "gif", "image/svg+xml": "svg"}
@@ -109,23 +109,15 @@ def _decode_data_url(url: str) -> tuple[str, bytes]:
         raise UpstreamError(400, "The data: URL is not valid base64.", code="invalid_data_url", param="messages") from None
 
 
-async def to_dify_files(http: httpx.AsyncClient, base_url: str, api_key: str, user: str, files: list[PendingFile]) -> list[dict[str, Any]]:
+async def to_dify_files(http: UpstreamClient, base_url: str, api_key: str, user: str, files: list[PendingFile]) -> list[dict[str, Any]]:
     """Upload what must be uploaded (as the same end user) and return Dify `files` items."""
     out = []
     for file in files:
         if file.url is not None:
             out.append({"type": file.kind, "transfer_method": "remote_url", "url": file.url})
             continue
-        try:
-            response = await http.post(
-                f"{base_url}/files/upload",
-                headers={"Authorization": f"Bearer {api_key}"},
-                data={"user": user},
-                files={"file": (file.filename, file.data or b"", file.mime)},
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
-        if response.status_code >= 400:
-            raise await http_error(response, api_key)
-        out.append({"type": file.kind, "transfer_method": "local_file", "upload_file_id": response.json()["id"]})
+        status, body = await http.upload(f"{base_url}/files/upload", api_key, {"user": user}, file.filename, file.data or b"", file.mime)
+        if status >= 400:
+            raise dify_error_from_body(status, body, api_key)
+        out.append({"type": file.kind, "transfer_method": "local_file", "upload_file_id": orjson.loads(body)["id"]})
     return out

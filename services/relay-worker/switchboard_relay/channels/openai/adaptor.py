@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 from switchboard_shared.contracts import ChatJob
 
@@ -18,9 +17,9 @@ from ..base import (
     Usage,
     upstream_model,
 )
-from ..errors import RETRYABLE_STATUSES, redact, status_for_client, transport_error
+from ..errors import RETRYABLE_STATUSES, redact, status_for_client
 from ..sse import iter_sse_data
-from ..upstream_http import post_streaming
+from ..upstream_http import UpstreamResponse
 
 # Fields of ours that no upstream should see.
 _GATEWAY_FIELDS = ("dify",)
@@ -38,9 +37,9 @@ class OpenAIAdaptor(ChannelAdaptor):
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         body = convert_request(job, channel)
         url = channel.base_url.rstrip("/") + "/chat/completions"
-        response = await post_streaming(self.context.http, url, channel.api_key, body)
+        response = await self.context.http.post_streaming(url, channel.api_key, body)
         try:
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raise await _http_error(response, channel.api_key)
             if job.stream:
                 async for data in iter_sse_data(response):
@@ -49,14 +48,12 @@ class OpenAIAdaptor(ChannelAdaptor):
                     for event in convert_chunk(orjson.loads(data)):
                         yield event
             else:
-                for event in convert_completion(orjson.loads(await response.aread())):
+                for event in convert_completion(orjson.loads(await response.read())):
                     yield event
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(502, "upstream sent malformed JSON", code="bad_upstream_response") from exc
         finally:
-            await response.aclose()
+            await response.close()
 
 
 def convert_request(job: ChatJob, channel: ChannelConfig) -> dict[str, Any]:
@@ -120,10 +117,10 @@ def _usage(usage: dict[str, Any]) -> Usage:
     return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0))
 
 
-async def _http_error(response: httpx.Response, api_key: str) -> UpstreamError:
+async def _http_error(response: UpstreamResponse, api_key: str) -> UpstreamError:
     """An upstream 4xx/5xx, with the upstream's own message (never the channel's key)."""
-    raw = await response.aread()
-    message, code = f"upstream returned HTTP {response.status_code}", None
+    raw = await response.read()
+    message, code = f"upstream returned HTTP {response.status}", None
     try:
         err = orjson.loads(raw).get("error")
         if isinstance(err, dict):
@@ -132,11 +129,11 @@ async def _http_error(response: httpx.Response, api_key: str) -> UpstreamError:
             message = err
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    if response.status_code in (401, 403):
-        message = f"the upstream refused this channel's credentials (HTTP {response.status_code})"
+    if response.status in (401, 403):
+        message = f"the upstream refused this channel's credentials (HTTP {response.status})"
     return UpstreamError(
-        status_for_client(response.status_code),
+        status_for_client(response.status),
         redact(message, api_key),
         code=str(code) if code else "upstream_error",
-        retryable=response.status_code in RETRYABLE_STATUSES or response.status_code in (401, 403),
+        retryable=response.status in RETRYABLE_STATUSES or response.status in (401, 403),
     )
