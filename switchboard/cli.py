@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from typing import Any, Optional
 
 import typer
+
 from switchboard_shared.logging import configure_logging
 from switchboard_shared.settings import Settings
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from sqlalchemy import select
+
 from switchboard_accounting.consumer import AccountingService
 from switchboard_edge.auth import ADMIN_KEY_SETTING
 from switchboard_edge.service import EdgeService

@@ -15,7 +15,6 @@ from typing import Any
 from switchboard_shared.bus import Queues
 from switchboard_shared.bus.rabbitmq import RabbitBus
 from switchboard_shared.contracts import UsageEvent
-
 from tests.helpers import (
     DEFAULT_MODEL,
     OTHER_MODEL,

@@ -7,6 +7,7 @@ from collections import Counter
 
 import orjson
 import pytest
+
 from switchboard_relay.channels.base import ChannelConfig, Delta
 from switchboard_relay.channels.dify import zero_width
 from switchboard_relay.channels.dify.tool_protocol import ToolCallDetector, parse_calls

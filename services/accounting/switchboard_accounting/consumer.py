@@ -7,6 +7,7 @@ import logging
 import time
 
 from pydantic import ValidationError
+
 from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import UsageEvent

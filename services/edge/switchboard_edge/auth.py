@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
+
 from switchboard_shared.backends import Backends
 from switchboard_shared.db import Database, SystemSetting, Token
 from switchboard_shared.errors import OpenAIError

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from sqlalchemy import select
+
 from switchboard_shared.backends import Backends
 from switchboard_shared.channel_types import family_of, served_models
 from switchboard_shared.db import Channel, Database

@@ -8,6 +8,7 @@ import uuid
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from switchboard_shared.errors import OpenAIError
 
 log = logging.getLogger("switchboard.edge.access")

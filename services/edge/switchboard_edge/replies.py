@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from pydantic import ValidationError
+
 from switchboard_shared.contracts import FrameHeader, decode_frame
 from switchboard_shared.pubsub import PubSub
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from sqlalchemy import select
+
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel, Database
 

@@ -9,13 +9,14 @@ import uuid
 from collections import OrderedDict
 
 from pydantic import ValidationError
+from tenacity import retry, stop_after_delay, wait_exponential
+
 from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import CancelNotice, ChatJob, UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.settings import Settings
-from tenacity import retry, stop_after_delay, wait_exponential
 
 from .channel_directory import ChannelDirectory
 from .channels.base import RelayContext

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
+
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel
 from switchboard_shared.errors import OpenAIError

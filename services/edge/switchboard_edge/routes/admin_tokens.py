@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
+
 from switchboard_shared.db import Token
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import generate_key, hash_key, key_hint

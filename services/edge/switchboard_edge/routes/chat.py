@@ -9,6 +9,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
+
 from switchboard_shared.contracts import ChatJob, FrameKind
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import hash_key

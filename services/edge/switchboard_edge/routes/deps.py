@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from switchboard_shared.errors import OpenAIError
 
 from ..state import EdgeState

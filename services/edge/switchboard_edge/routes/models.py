@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+
 from switchboard_shared.errors import OpenAIError
 
 from .deps import edge_of

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
 from switchboard_shared.channel_types import CHANNEL_FAMILIES
 
 ChannelType = Literal["openai", "dify"]

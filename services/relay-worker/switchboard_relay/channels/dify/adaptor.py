@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+
 from switchboard_shared.contracts import ChatJob
 
 from ..base import (

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from switchboard_shared.kv import KeyValue
 
 from ..base import ChannelConfig
