@@ -16,7 +16,7 @@ One run starts, as separate processes on 127.0.0.1:
 and measures, for (a) ``direct`` = ``POST /v1/chat-messages`` with ``response_mode: "streaming"``
 to the fake Dify, its SSE parsed here, and (b) ``switchboard`` = ``POST /v1/chat/completions``
 with ``stream: true`` (as the OpenAI SDK sends it) through the gateway, with one keep-alive
-``httpx.AsyncClient`` per target:
+``httpx.AsyncClient`` (one connection) per concurrent worker:
 1. ``--streams`` streams one after another (after ``--warmup`` untimed ones);
 2. ``--concurrent-streams`` streams by ``--concurrency`` workers (after ``2 * --concurrency``
    untimed ones, which also open the connections).
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -188,14 +189,14 @@ async def timed_stream(
 
 
 async def run_streams(
-    client: httpx.AsyncClient, protocol: Protocol, count: int, concurrency: int, expected_chunks: int
+    clients: list[httpx.AsyncClient], protocol: Protocol, count: int, expected_chunks: int
 ) -> tuple[float, list[StreamTiming], Errors]:
-    """`count` streams by `concurrency` workers: wall time, timings of the good ones, errors."""
+    """`count` streams by one worker per client: wall time, timings of the good ones, errors."""
     remaining = count
     timings: list[StreamTiming] = []
     errors = Errors()
 
-    async def worker() -> None:
+    async def worker(client: httpx.AsyncClient) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
@@ -204,7 +205,7 @@ async def run_streams(
                 timings.append(timing)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(client) for client in clients))
     return time.perf_counter() - started, timings, errors
 
 
@@ -243,26 +244,33 @@ def phase_result(wall: float, timings: list[StreamTiming], errors: Errors, count
 
 
 async def bench_target(target: Target, args: argparse.Namespace) -> dict[str, Any]:
-    """Both phases against one target, with one shared keep-alive client."""
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    """Both phases against one target. Each concurrent worker has its own keep-alive client with one
+    connection, like independent SDK users: a shared httpx pool at concurrency 10 holds some requests
+    back for 100-400 ms before they are even sent (seen against this fake with httpcore 1.0), which
+    would be measured as the target's TTFT."""
     headers = {"Authorization": f"Bearer {target.api_key}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     meter = CpuMeter({**target.pids, "load client": [os.getpid()]})
     result: dict[str, Any] = {"base_url": target.base_url, "endpoint": target.protocol.path}
     sent = 0
-    async with httpx.AsyncClient(
-        base_url=target.base_url, headers=headers, limits=limits, timeout=httpx.Timeout(30.0)
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=target.base_url, headers=headers, limits=limits, timeout=httpx.Timeout(30.0))
+            )
+            for _ in range(max(1, args.concurrency))
+        ]
         for key, count, concurrency, warmup in (
             ("c1", args.streams, 1, args.warmup),
             ("cN", args.concurrent_streams, args.concurrency, 2 * args.concurrency),
         ):
             log(f"[{target.name}] {warmup} warm-up + {count} streams of {args.chunks} chunks at concurrency {concurrency}")
             _, _, warm_errors = await bounded(
-                f"{key} warm-up", run_streams(client, target.protocol, warmup, concurrency, args.chunks), args.phase_timeout
+                f"{key} warm-up", run_streams(clients[:concurrency], target.protocol, warmup, args.chunks), args.phase_timeout
             )
             before, window_start = meter.snapshot(), datetime.now(UTC)
             wall, timings, errors = await bounded(
-                key, run_streams(client, target.protocol, count, concurrency, args.chunks), args.phase_timeout
+                key, run_streams(clients[:concurrency], target.protocol, count, args.chunks), args.phase_timeout
             )
             cpu = meter.delta(before, meter.snapshot(), count, wall)
             result[key] = phase_result(wall, timings, errors, count, concurrency, warm_errors, cpu)
