@@ -60,6 +60,7 @@ class JobRunner:
             for channel in channels[: self._max_attempts]:
                 attempts += 1
                 attempt = _Attempt(channel)
+                sender.pending_headers.clear()  # a failed attempt's headers (e.g. its conversation id) are void
                 try:
                     await self._relay(job, attempt, sender)
                     last_error = None
