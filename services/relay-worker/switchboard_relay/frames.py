@@ -16,8 +16,9 @@ class FrameSender:
     """Sends frames on the job's reply channel, in order, without making the job wait for each one.
 
     Frames are queued and a writer task publishes them, pipelining whatever piled
-    up meanwhile in one round trip; only the final frame waits for delivery. The
-    first frame that commits the response carries its headers.
+    up meanwhile in one round trip; only the first content frame and the final
+    frame wait for delivery. The first frame that commits the response carries
+    its headers.
     """
 
     def __init__(self, pubsub: PubSub, job: ChatJob) -> None:
@@ -57,8 +58,11 @@ class FrameSender:
         self._send(FrameKind.STARTED)
 
     async def chunk(self, payload: bytes) -> None:
-        """One rendered stream chunk."""
+        """One rendered stream chunk; the first is sent at once (time to first token), the rest pipelined."""
+        first = not self.committed
         self._send(FrameKind.CHUNK, payload)
+        if first:
+            await self.flush()
 
     async def result(self, payload: bytes) -> None:
         """The whole non-stream response (final)."""
