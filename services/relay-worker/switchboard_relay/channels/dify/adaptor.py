@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,6 +38,18 @@ _ENDPOINTS = {"completion": "/completion-messages", "workflow": "/workflows/run"
 _STOP_PATHS = {"completion": "/completion-messages/{task}/stop", "workflow": "/workflows/tasks/{task}/stop"}
 
 
+@dataclass
+class DifyRequest:
+    """One OpenAI request as the Dify adaptor prepared it: app mode, system prompt, turns, uploaded files."""
+
+    job: ChatJob
+    channel: ChannelConfig
+    mode: str
+    system: str
+    turns: list[dict[str, Any]]
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
 class _ConversationGone(Exception):
     """Dify no longer knows the conversation we tried to continue."""
 
@@ -55,39 +68,32 @@ class DifyAdaptor(ChannelAdaptor):
         return self._events(job, channel)
 
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
-        mode = app_mode(channel)
         messages: list[dict[str, Any]] = job.body["messages"]
-        system, turns = system_prompt(messages), without_system(messages)
-        if mode in CHAT_MODES:
-            plan = await self.memory.plan(channel, job.end_user, job.headers, system, turns)
+        request = DifyRequest(job, channel, app_mode(channel), system_prompt(messages), without_system(messages))
+        if request.mode in CHAT_MODES:
+            plan = await self.memory.plan(channel, job.end_user, job.headers, request.system, request.turns)
         else:
             plan = ConversationPlan("stateless", None, 0)
         # Files are checked before any upstream call, so a refused type costs nothing upstream.
-        pending = collect_files(turns[plan.send_from :] if plan.continues else turns[-1:])
+        pending = collect_files(request.turns[plan.send_from :] if plan.continues else request.turns[-1:])
         check_app_accepts(channel.info.get("file_upload"), pending)
-        base = channel.base_url.rstrip("/")
-        files = await to_dify_files(self.context.http, base, channel.api_key, job.end_user, pending) if pending else []
+        if pending:
+            base = channel.base_url.rstrip("/")
+            request.files = await to_dify_files(self.context.http, base, channel.api_key, job.end_user, pending)
         try:
-            async for event in self._converse(job, channel, mode, plan, system, turns, files):
+            async for event in self._converse(request, plan):
                 yield event
         except _ConversationGone:
             if plan.pinned:
                 raise UpstreamError(404, f"Dify conversation '{plan.conversation_id}' does not exist.", code="dify_conversation_not_found") from None
             log.info("Dify forgot the conversation; starting a new one", extra={"request_id": job.request_id})
-            async for event in self._converse(job, channel, mode, self.memory.fresh(plan), system, turns, files):
+            async for event in self._converse(request, self.memory.fresh(plan)):
                 yield event
 
-    async def _converse(
-        self,
-        job: ChatJob,
-        channel: ChannelConfig,
-        mode: str,
-        plan: ConversationPlan,
-        system: str,
-        turns: list[dict[str, Any]],
-        files: list[dict[str, Any]],
-    ) -> AsyncIterator[UpstreamEvent]:
-        body, warnings = build_body(job, channel, mode, plan, system, turns, files)
+    async def _converse(self, request: DifyRequest, plan: ConversationPlan) -> AsyncIterator[UpstreamEvent]:
+        """One call to Dify for `request` under `plan`, with tool-call detection and memory upkeep."""
+        job, channel, mode = request.job, request.channel, request.mode
+        body, warnings = build_body(request, plan)
         if warnings:
             yield ResponseHeaders({WARNING_HEADER: "; ".join(warnings)})
         tools = _active_tools(job.body)
@@ -120,7 +126,7 @@ class DifyAdaptor(ChannelAdaptor):
             yield Delta(finish_reason="stop")
         if conversation_id and mode in CHAT_MODES:
             answer = {"role": "assistant", "content": "".join(reply), "tool_calls": calls}
-            await self.memory.remember(channel, job.end_user, system, turns, answer, conversation_id)
+            await self.memory.remember(channel, job.end_user, request.system, request.turns, answer, conversation_id)
 
     async def _stream(
         self, channel: ChannelConfig, mode: str, body: dict[str, Any], translator: DifyEventTranslator, plan: ConversationPlan
@@ -173,16 +179,9 @@ def _active_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [] if body.get("tool_choice") == "none" else tools
 
 
-def build_body(
-    job: ChatJob,
-    channel: ChannelConfig,
-    mode: str,
-    plan: ConversationPlan,
-    system: str,
-    turns: list[dict[str, Any]],
-    files: list[dict[str, Any]],
-) -> tuple[dict[str, Any], list[str]]:
-    """The Dify request body for `mode`, and warnings for the client."""
+def build_body(request: DifyRequest, plan: ConversationPlan) -> tuple[dict[str, Any], list[str]]:
+    """The Dify request body for the app's mode, and warnings for the client."""
+    job, channel, mode, system, turns = request.job, request.channel, request.mode, request.system, request.turns
     warnings: list[str] = []
     client_inputs = ((job.body.get("dify") or {}).get("inputs")) or {}
     inputs: dict[str, Any] = {**(channel.options.get("inputs") or {}), **client_inputs}
@@ -200,8 +199,8 @@ def build_body(
     if tools:
         query = f"{query}\n\n{tool_instructions(tools, job.body.get('tool_choice'))}"
     body: dict[str, Any] = {"inputs": inputs, "response_mode": "streaming", "user": job.end_user}
-    if files:
-        body["files"] = files
+    if request.files:
+        body["files"] = request.files
     if mode == "workflow":
         inputs[query_input(channel, "query")] = query
     elif mode == "completion":
