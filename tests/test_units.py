@@ -111,3 +111,36 @@ def test_token_estimate_counts_cjk_per_character() -> None:
     assert estimate_text_tokens("") == 0
     assert estimate_text_tokens("abcd" * 10) == 10
     assert estimate_text_tokens("你好世界") == 4
+
+
+async def test_lines_received_before_a_connection_break_are_relayed() -> None:
+    """aiohttp raises a stored connection error before buffered bytes; those bytes still reach us."""
+    import asyncio
+
+    import aiohttp
+
+    from switchboard_relay.channels.base import UpstreamError
+    from switchboard_relay.channels.upstream_http import UpstreamResponse
+
+    class _Protocol:
+        _reading_paused = False
+
+        def pause_reading(self) -> None: ...
+
+        def resume_reading(self) -> None: ...
+
+    class _Response:
+        status = 200
+
+        def __init__(self, content: aiohttp.StreamReader) -> None:
+            self.content = content
+
+    content = aiohttp.StreamReader(_Protocol(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    content.feed_data(b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: {"c"')
+    content.set_exception(aiohttp.ClientPayloadError("connection cut"))
+    lines: list[str] = []
+    with pytest.raises(UpstreamError) as caught:
+        async for line in UpstreamResponse(_Response(content)).lines():  # type: ignore[arg-type]
+            lines.append(line)
+    assert lines == ['data: {"a": 1}', "", 'data: {"b": 2}', ""]  # the cut-off partial line is not relayed
+    assert caught.value.retryable and caught.value.status == 502

@@ -25,6 +25,19 @@ def transport_error(exc: BaseException) -> UpstreamError:
     return UpstreamError(502, f"upstream unreachable or cut off ({type(exc).__name__})", code="upstream_unreachable", retryable=True)
 
 
+def _unread(content: aiohttp.StreamReader) -> bytes:
+    """Bytes aiohttp received but did not hand over because a connection error came after them.
+
+    aiohttp's readers raise a stored error before returning buffered data; its
+    private `_read_nowait` is the only way to get that data. If it ever goes
+    away, we lose just the tail before a break, as before.
+    """
+    try:
+        return content._read_nowait(-1)
+    except Exception:
+        return b""
+
+
 class UpstreamResponse:
     """A response whose body is read as it arrives."""
 
@@ -51,6 +64,11 @@ class UpstreamResponse:
                 for raw in complete:
                     yield raw.decode("utf-8", errors="replace").rstrip("\r")
         except TRANSPORT_ERRORS as exc:
+            # What arrived before the connection broke is part of the answer: relay its
+            # complete lines, then report the break.
+            *complete, _ = (pending + _unread(self._response.content)).split(b"\n")
+            for raw in complete:
+                yield raw.decode("utf-8", errors="replace").rstrip("\r")
             raise transport_error(exc) from exc
         if pending:
             yield pending.decode("utf-8", errors="replace").rstrip("\r")
