@@ -38,6 +38,7 @@ class FrameKind(StrEnum):
     RESULT = "result"  # payload: the whole non-stream response JSON
     ERROR = "error"  # payload: an OpenAI error JSON; `status` is the HTTP status
     DONE = "done"  # the stream is over
+    KEEPALIVE = "keepalive"  # the worker is alive; the job is still running
 
 
 class FrameHeader(BaseModel):
@@ -45,6 +46,7 @@ class FrameHeader(BaseModel):
 
     request_id: str
     kind: FrameKind
+    worker: str | None = None  # which worker sent it: a job redelivered to another worker must not mix answers
     status: int | None = None
     headers: dict[str, str] | None = None  # response headers, on the first frame that commits the response
 

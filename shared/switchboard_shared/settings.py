@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     edge_port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
     pickup_timeout_seconds: float = 10.0
-    reply_idle_timeout_seconds: float = 300.0
+    reply_idle_timeout_seconds: float = Field(
+        30.0, description="Seconds without any frame (workers send keepalives) before the edge gives up on a job."
+    )
     token_cache_seconds: float = 60.0
     token_local_cache_seconds: float = Field(
         2.0, description="How long an edge keeps a token record in process (changes are broadcast; this bounds a lost one)."
@@ -41,6 +43,7 @@ class Settings(BaseSettings):
     relay_concurrency: int = 64
     relay_families: str = Field("openai,dify", description="Comma list of channel families this worker serves.")
     relay_max_attempts: int = 3
+    relay_keepalive_seconds: float = Field(5.0, description="A job with no frame for this long gets a keepalive frame.")
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 120.0
 

@@ -18,19 +18,37 @@ log = logging.getLogger(__name__)
 class ReplyStream:
     """The frames of one job, after a worker has taken it."""
 
-    def __init__(self, dispatcher: "JobDispatcher", job: ChatJob, inbox: asyncio.Queue[Frame]) -> None:
+    def __init__(self, dispatcher: "JobDispatcher", job: ChatJob, inbox: asyncio.Queue[Frame], worker: str | None) -> None:
         self._dispatcher, self.job, self._inbox = dispatcher, job, inbox
+        self.worker = worker  # the worker whose frames we follow
+        self.relayed = False  # whether any part of the answer was handed to the client
         self.finished = False
 
     async def next(self) -> Frame:
-        """The next frame; a worker silent for too long gives a 504."""
-        try:
-            header, payload = await asyncio.wait_for(self._inbox.get(), self._dispatcher.idle_timeout)
-        except TimeoutError:
-            raise OpenAIError(504, "the relay worker stopped answering", code="relay_timeout") from None
-        if is_final(header):
-            self.finished = True
-        return header, payload
+        """The next frame of the answer.
+
+        Keepalives are skipped. If the broker handed the job to another worker (the
+        first one died), we follow the new one only if nothing was relayed yet: two
+        workers' answers must never mix. A silent worker gives a 504.
+        """
+        while True:
+            try:
+                header, payload = await asyncio.wait_for(self._inbox.get(), self._dispatcher.idle_timeout)
+            except TimeoutError:
+                raise OpenAIError(504, "the relay worker stopped answering", code="relay_timeout") from None
+            if header.worker != self.worker:
+                if header.kind is not FrameKind.STARTED:
+                    continue  # a late frame from a worker we no longer follow
+                if self.relayed:
+                    raise OpenAIError(502, "the relay worker serving this request was lost mid-answer; retry", code="worker_lost")
+                self.worker = header.worker
+                continue
+            if header.kind in (FrameKind.STARTED, FrameKind.KEEPALIVE):
+                continue
+            self.relayed = True
+            if is_final(header):
+                self.finished = True
+            return header, payload
 
     def close(self) -> None:
         """Stop following; if the answer did not finish, the worker is told to stop."""
@@ -60,22 +78,19 @@ class JobDispatcher:
             self._router.close(job.request_id)
             log.exception("publishing a job failed", extra={"request_id": job.request_id})
             raise OpenAIError(503, "the message broker is unavailable; retry shortly", code="broker_unavailable") from exc
-        stream = ReplyStream(self, job, inbox)
         try:
             header, _ = await asyncio.wait_for(inbox.get(), self.pickup_timeout)
         except TimeoutError:
-            stream.close()
+            self.release(job.request_id, cancel=True)
             raise OpenAIError(
                 503,
                 f"no relay worker took the request within {self.pickup_timeout:g}s; the service is overloaded or no worker is running",
                 code="no_worker_available",
             ) from None
         except BaseException:
-            stream.close()
+            self.release(job.request_id, cancel=True)
             raise
-        if header.kind is not FrameKind.STARTED:  # pragma: no cover - workers always start with STARTED
-            inbox.put_nowait((header, _))
-        return stream
+        return ReplyStream(self, job, inbox, header.worker)
 
     def release(self, request_id: str, *, cancel: bool) -> None:
         """Forget a request; tell workers to stop it if it was cut short.

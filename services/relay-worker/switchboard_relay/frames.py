@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from switchboard_shared.contracts import ChatJob, FrameHeader, FrameKind, encode_frame
 from switchboard_shared.errors import OpenAIError
@@ -21,8 +22,10 @@ class FrameSender:
     its headers.
     """
 
-    def __init__(self, pubsub: PubSub, job: ChatJob) -> None:
+    def __init__(self, pubsub: PubSub, job: ChatJob, worker_id: str) -> None:
         self._pubsub = pubsub
+        self._worker_id = worker_id
+        self.last_sent = time.monotonic()
         self._channel = job.reply_to
         self._request_id = job.request_id
         self._queued: list[bytes] = []
@@ -32,10 +35,11 @@ class FrameSender:
 
     def _send(self, kind: FrameKind, payload: bytes = b"", status: int | None = None) -> None:
         headers = None
-        if kind is not FrameKind.STARTED and not self.committed:
+        if kind not in (FrameKind.STARTED, FrameKind.KEEPALIVE) and not self.committed:
             headers = self.pending_headers or None
             self.committed = kind is not FrameKind.DONE
-        header = FrameHeader(request_id=self._request_id, kind=kind, status=status, headers=headers)
+        header = FrameHeader(request_id=self._request_id, kind=kind, worker=self._worker_id, status=status, headers=headers)
+        self.last_sent = time.monotonic()
         self._queued.append(encode_frame(header, payload))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
@@ -56,6 +60,10 @@ class FrameSender:
     async def started(self) -> None:
         """Tell the edge a worker has the job."""
         self._send(FrameKind.STARTED)
+
+    def keepalive(self) -> None:
+        """Tell the edge the job is alive while the upstream is quiet."""
+        self._send(FrameKind.KEEPALIVE)
 
     async def chunk(self, payload: bytes) -> None:
         """One rendered stream chunk; the first is sent at once (time to first token), the rest pipelined."""

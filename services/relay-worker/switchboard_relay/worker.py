@@ -42,6 +42,7 @@ class RelayWorker:
         self.db = db
         self.worker_id = uuid.uuid4().hex[:12]
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._senders: dict[str, FrameSender] = {}
         self._client_cancelled: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumers: list[Consumer] = []
@@ -62,6 +63,7 @@ class RelayWorker:
             consumer = await self.backends.bus.consume(self.backends.queues.chat(family), self.settings.relay_concurrency)
             self._consumers.append(consumer)
             self._loops.append(asyncio.create_task(self._consume(consumer), name=f"relay-{family}"))
+        self._loops.append(asyncio.create_task(self._keepalive(), name="relay-keepalive"))
         log.info("relay worker started", extra={"worker_id": self.worker_id, "families": self.settings.families})
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
@@ -94,6 +96,16 @@ class RelayWorker:
             self._tasks.add(task)  # keep a reference until it is done
             task.add_done_callback(self._tasks.discard)
 
+    async def _keepalive(self) -> None:
+        """One loop for all jobs: those quiet for a while tell their edge they are alive."""
+        interval = self.settings.relay_keepalive_seconds
+        while True:
+            await asyncio.sleep(interval / 2)
+            quiet_since = time.monotonic() - interval
+            for sender in list(self._senders.values()):
+                if sender.last_sent <= quiet_since:
+                    sender.keepalive()
+
     def _on_cancel(self, raw: bytes) -> None:
         try:
             notice = CancelNotice.model_validate_json(raw)
@@ -120,7 +132,7 @@ class RelayWorker:
         assert task is not None
         self._inflight[job.request_id] = task
         try:
-            sender = FrameSender(self.backends.pubsub, job)
+            sender = self._senders[job.request_id] = FrameSender(self.backends.pubsub, job, self.worker_id)
             usage = await self.runner.run(job, sender)
             if usage.status == "cancelled" and job.request_id not in self._client_cancelled:
                 # Cancelled by our own shutdown, not by the client: tell the client.
@@ -134,3 +146,4 @@ class RelayWorker:
             await delivery.reject(requeue=False)
         finally:
             self._inflight.pop(job.request_id, None)
+            self._senders.pop(job.request_id, None)
