@@ -194,6 +194,14 @@ async def bounded(label: str, work: Awaitable[T], timeout: float) -> T:
 # ----------------------------------------------------------------------------- processes
 
 
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every benchmark takes: which target, how many workers, log level, phase timeout."""
+    parser.add_argument("--only", choices=("direct", "switchboard"), help="measure one target only")
+    parser.add_argument("--relay-workers", type=positive_int, default=1, help="relay-worker processes (default 1)")
+    parser.add_argument("--log-level", default="INFO", help="SB_LOG_LEVEL of the gateway processes (default INFO, as deployed)")
+    parser.add_argument("--phase-timeout", type=float, default=300.0, help="give up on a phase after this many seconds")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -54,6 +54,7 @@ from bench.common import (
     PERCENTILE_METHOD,
     CpuMeter,
     Errors,
+    add_target_arguments,
     bounded,
     dig,
     environment,
@@ -404,10 +405,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrent-streams", type=positive, default=300,
                         help="streams in the second phase (default 300; plus 2*concurrency untimed)")
     parser.add_argument("--chunks", type=positive, default=50, help="content chunks per stream (default 50)")
-    parser.add_argument("--only", choices=("direct", "switchboard"), help="measure one target only")
-    parser.add_argument("--relay-workers", type=positive, default=1, help="relay-worker processes (default 1)")
-    parser.add_argument("--log-level", default="INFO", help="SB_LOG_LEVEL of the gateway processes (default INFO, as deployed)")
-    parser.add_argument("--phase-timeout", type=float, default=300.0, help="give up on a phase after this many seconds")
+    add_target_arguments(parser)
     parser.add_argument("--json", type=Path, help="where to write the JSON results (default bench/results/dify-<timestamp>.json)")
     args = parser.parse_args(argv)
     if args.chunks > len(ANSWER):

@@ -49,6 +49,7 @@ from bench.common import (
     PERCENTILE_METHOD,
     CpuMeter,
     Errors,
+    add_target_arguments,
     bounded,
     dig,
     environment,
@@ -373,10 +374,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--throughput-requests", type=positive, default=2000, help="requests in the throughput phase (default 2000)")
     parser.add_argument("--streams", type=positive, default=200, help="streams at concurrency 1 (default 200)")
     parser.add_argument("--chunks", type=positive, default=50, help="content chunks per stream (default 50)")
-    parser.add_argument("--only", choices=("direct", "switchboard"), help="measure one target only")
-    parser.add_argument("--relay-workers", type=positive, default=1, help="relay-worker processes (default 1)")
-    parser.add_argument("--log-level", default="INFO", help="SB_LOG_LEVEL of the gateway processes (default INFO, as deployed)")
-    parser.add_argument("--phase-timeout", type=float, default=300.0, help="give up on a phase after this many seconds")
+    add_target_arguments(parser)
     parser.add_argument("--json", type=Path, help="where to write the JSON results (default bench/results/<timestamp>.json)")
     args = parser.parse_args(argv)
     if args.chunks > len(REPLY):
