@@ -12,6 +12,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from switchboard_shared.bus import Queues
 from switchboard_shared.bus.rabbitmq import RabbitBus
 from switchboard_shared.contracts import UsageEvent
@@ -309,6 +311,22 @@ async def publish_usage(stack: Stack, *events: UsageEvent) -> None:
             await bus.close()
 
 
+async def dead_letters(stack: Stack) -> list[dict[str, Any]]:
+    """The events in the usage dead-letter queue (taken off it)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Queues(stack.queue_prefix).usage.dead_letter_name, ensure=True)
+        events = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            events.append(orjson.loads(message.body))
+        return events
+    finally:
+        await connection.close()
+
+
 async def test_redelivered_usage_event_is_counted_once(distributed_stack: Stack) -> None:
     stack = distributed_stack
     token = stack.add_token(name="redelivery")
@@ -351,3 +369,23 @@ async def test_usage_event_with_oversized_fields_does_not_block_accounting(distr
     assert recorded["error_code"].startswith("upstream_said_") and "\x00" not in recorded["error_code"]
     spent = await token_row(stack, token["id"])
     assert (spent["used_quota"], spent["request_count"]) == (6, 2)
+
+
+async def test_usage_event_the_database_refuses_is_dead_lettered_and_billing_goes_on(distributed_stack: Stack) -> None:
+    """A value no column can hold (an int4 overflow) fails its batch; the rest of the batch is still recorded."""
+    stack = distributed_stack
+    token = stack.add_token(name="poison-event")
+    poison = UsageEvent(
+        request_id=uuid.uuid4().hex, token_id=token["id"], channel_id=None, model=DEFAULT_MODEL,
+        prompt_tokens=2**40, completion_tokens=0, total_tokens=2**40, created_at=datetime.now(UTC),
+    )
+    before = poison.model_copy(update={"request_id": uuid.uuid4().hex, "prompt_tokens": 4, "total_tokens": 4})
+    after = before.model_copy(update={"request_id": uuid.uuid4().hex})
+    await publish_usage(stack, before, poison, after)
+    rows = await usage_for(stack, [before.request_id, after.request_id])
+    assert set(rows) == {before.request_id, after.request_id}, "accounting is stuck on the refused event"
+    assert not await query(stack, "SELECT 1 FROM usage_records WHERE request_id = $1", poison.request_id)
+    spent = await token_row(stack, token["id"])
+    assert (spent["used_quota"], spent["request_count"]) == (8, 2)
+    dead = await dead_letters(stack)
+    assert any(event.get("request_id") == poison.request_id for event in dead), "the refused event is kept in the DLQ"

@@ -7,6 +7,7 @@ import logging
 import time
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery
@@ -18,6 +19,18 @@ from switchboard_shared.token_cache import invalidate_tokens
 from .recorder import record_batch
 
 log = logging.getLogger(__name__)
+
+
+def refused_as_data(exc: BaseException) -> bool:
+    """Whether the database refused the values themselves (not a connection or schema problem).
+
+    SQLSTATE class 22 (data exception) or 23 (integrity); the asyncpg driver reports
+    values it cannot even send (e.g. an int4 overflow) as a plain DBAPIError with 22000.
+    """
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) if isinstance(exc, DBAPIError) else None
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
 
 
 class AccountingService:
@@ -53,12 +66,31 @@ class AccountingService:
                 await self._flush(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # The database is away: hand the batch back and try again shortly.
-                log.exception("usage batch failed; will retry", extra={"size": len(batch)})
-                for delivery, _ in batch:
-                    await delivery.reject(requeue=True)
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                if refused_as_data(exc):
+                    await self._isolate(batch)
+                else:
+                    await self._hand_back(batch, exc)
+
+    async def _hand_back(self, batch: list[tuple[Delivery, UsageEvent]], exc: Exception) -> None:
+        """The database is away: return the events to the queue and try again shortly."""
+        log.error("usage batch failed; will retry", extra={"size": len(batch), "error": type(exc).__name__})
+        for delivery, _ in batch:
+            await delivery.reject(requeue=True)
+        await asyncio.sleep(1.0)
+
+    async def _isolate(self, batch: list[tuple[Delivery, UsageEvent]]) -> None:
+        """The database refused the batch's data: record its events one by one and dead-letter
+        only those it refuses, so one bad event cannot stop billing for everyone."""
+        for index, item in enumerate(batch):
+            try:
+                await self._flush([item])
+            except Exception as exc:
+                if not refused_as_data(exc):
+                    await self._hand_back(batch[index:], exc)
+                    return
+                log.error("usage event refused by the database, sent to the dead-letter queue", extra={"request_id": item[1].request_id})
+                await item[0].reject(requeue=False)
 
     async def _collect(self, consumer: Consumer) -> list[tuple[Delivery, UsageEvent]]:
         """Wait for one event, then gather more until the batch is full or its time is up."""
