@@ -98,10 +98,8 @@ class RelayContext:
 class ChannelAdaptor(ABC):
     """One upstream kind (`openai`, `dify`, …)."""
 
-    #: The `channels.type` value this adaptor serves.
+    #: The `channels.type` value this adaptor serves (its queue family is in shared/channel_types.py).
     type: ClassVar[str]
-    #: The queue family its jobs travel on.
-    family: ClassVar[str]
 
     def __init__(self, context: RelayContext) -> None:
         self.context = context

@@ -58,7 +58,6 @@ class DifyAdaptor(ChannelAdaptor):
     """One Dify app per channel; every app mode."""
 
     type = "dify"
-    family = "dify"
 
     def __init__(self, context: RelayContext) -> None:
         super().__init__(context)

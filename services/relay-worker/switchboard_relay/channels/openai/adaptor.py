@@ -30,7 +30,6 @@ class OpenAIAdaptor(ChannelAdaptor):
     """Any base URL that speaks OpenAI's Chat Completions (OpenAI, DeepSeek, Ollama, vLLM, …)."""
 
     type = "openai"
-    family = "openai"
 
     def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         return self._events(job, channel)
