@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -202,31 +199,10 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase-timeout", type=float, default=300.0, help="give up on a phase after this many seconds")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_process(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     """`command` as a child process in the repository root, its output in `log_path`."""
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_http(proc: subprocess.Popen[bytes], url: str, what: str, base_url: str | None = None, timeout: float = 20.0) -> None:
-    """Wait until GET `url` answers 200; fail early if `proc` exits. `what` names it in errors."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not answer at {base_url or url} within {timeout:g}s")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

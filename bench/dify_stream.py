@@ -63,7 +63,6 @@ from bench.common import (
     fmt_diff,
     fmt_ms,
     format_table,
-    free_port,
     git_modified,
     log,
     non_negative_int,
@@ -77,9 +76,9 @@ from bench.common import (
     summarize,
     summarize_values,
     usage_check,
-    wait_http,
     write_results,
 )
+from tests.support.stack import free_port, wait_http
 
 APP_KEY = "app-bench-dify"
 APP_NAME = "bench-dify"  # also the model name: a Dify channel without models uses the app's name
@@ -441,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     fake = start_fake_dify(fake_port, args.chunks, logdir)
     stack = None
     try:
-        wait_http(fake, f"{fake_url}/", "the fake Dify", fake_url)
+        wait_http(f"{fake_url}/", [("the fake Dify", fake)], 20.0)
         log(f"fake Dify ready at {fake_url} (pid {fake.pid}, {args.chunks} chunks per answer, log in {logdir})")
         if args.only in (None, "direct"):
             target = Target("direct", fake_url, APP_KEY, DifyProtocol(), {"fake": [fake.pid]})

@@ -59,7 +59,6 @@ from bench.common import (
     fmt_ms,
     fmt_rate,
     format_table,
-    free_port,
     log,
     non_negative_int,
     outside_cores,
@@ -71,9 +70,9 @@ from bench.common import (
     stop_process,
     summarize,
     usage_check,
-    wait_http,
     write_results,
 )
+from tests.support.stack import free_port, wait_http
 
 MODEL = "gpt-4o-mini"
 # ~200 characters of reply ("echo: " + this), so a 50-chunk stream has 50 non-empty content pieces.
@@ -288,7 +287,7 @@ def start_fake(port: int, chunks: int, logdir: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_fake(proc: subprocess.Popen[bytes], base_url: str, timeout: float = 20.0) -> None:
-    wait_http(proc, f"{base_url}/models", "the fake upstream", base_url, timeout)
+    wait_http(f"{base_url}/models", [("the fake upstream", proc)], timeout)
 
 
 # ----------------------------------------------------------------------------- report

@@ -24,6 +24,16 @@ import uvicorn
 from tests.fakes.openai_server import FakeOpenAIState, create_openai_app
 from tests.support.stack import Stack
 
+#: The function tool both suites call, in OpenAI's request shape.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
 #: Every network call of the suite gives up after this many seconds, so nothing can hang.
 TIMEOUT = 20.0
 DEFAULT_MODEL = "gpt-4o-mini"

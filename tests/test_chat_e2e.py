@@ -21,6 +21,7 @@ from tests.helpers import (
     DEFAULT_MODEL,
     OTHER_MODEL,
     TIMEOUT,
+    WEATHER_TOOL,
     async_client,
     expected_usage,
     query,
@@ -29,15 +30,6 @@ from tests.helpers import (
     usage_for,
 )
 from tests.support.stack import AMQP_URL, Stack
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def prompt(label: str) -> str:

@@ -34,7 +34,7 @@ from tests.fakes.dify_server import (
     Usage,
     run_fake_dify,
 )
-from tests.helpers import TIMEOUT, assert_openai_error, async_client, sync_client, usage_for
+from tests.helpers import TIMEOUT, WEATHER_TOOL, assert_openai_error, async_client, sync_client, usage_for
 from tests.support.stack import Stack
 
 CHAT_PATH = "/v1/chat-messages"
@@ -44,14 +44,6 @@ UPLOAD_PATH = "/v1/files/upload"
 CONVERSATION_HEADER = "x-dify-conversation-id"
 WARNING_HEADER = "x-dify-warning"
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 TOOL_CALL_REPLY = '<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</tool_calls>'
 # A 1×1 PNG.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")

@@ -43,6 +43,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], timeout: float) -> None:
+    """Poll GET `url` until it answers 200; fail early if one of the named `processes` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout:g}s")
+
+
 @dataclass
 class Stack:
     """A running Switchboard. Use `start()`/`stop()` or `with Stack(...) as stack:`."""
@@ -161,18 +177,10 @@ class Stack:
             raise RuntimeError(f"switchboard {' '.join(args)} failed:\n{result.stderr.decode()[-4000:]}")
 
     def _wait_ready(self, url: str, name: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for proc_name, proc in self._procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{proc_name} exited with {proc.returncode}:\n{self.logs(proc_name)}")
-            try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{name} not ready at {url} within {timeout}s:\n{self.logs(name)}")
+        try:
+            wait_http(url, self._procs, timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{name}: {exc}\n{self.logs()}") from None
 
     # --- helpers for tests --------------------------------------------------------------------
     def logs(self, name: str | None = None) -> str:
