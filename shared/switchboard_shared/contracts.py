@@ -89,3 +89,16 @@ def decode_frame(raw: bytes) -> tuple[FrameHeader, bytes]:
     """Split a frame into its validated header and its raw payload."""
     head, _, payload = raw.partition(_SEPARATOR)
     return FrameHeader.model_validate_json(head), payload
+
+
+class IngestWork(BaseModel):
+    """A batch of one knowledge job's documents for the knowledge service (queue `ingest`, durable).
+
+    Published by the edge after the job's rows are committed (and by the service's recovery
+    sweep); acked only once every listed document is settled in the database. Redelivery is
+    harmless: settled documents are not touched again.
+    """
+
+    job_id: int
+    document_ids: list[int] = Field(min_length=1)
+    published_at: datetime
