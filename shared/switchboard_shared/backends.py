@@ -13,6 +13,9 @@ from .kv.redis import RedisKeyValue
 from .pubsub import PubSub
 from .pubsub.memory import MemoryPubSub
 from .pubsub.redis import RedisPubSub
+from .ratelimit import RateLimiter
+from .ratelimit.memory import MemoryRateLimiter
+from .ratelimit.redis import RedisRateLimiter
 from .settings import EMBEDDED_URL, Settings
 
 
@@ -27,6 +30,7 @@ class Backends:
     bus: Bus
     pubsub: PubSub
     kv: KeyValue
+    rate_limiter: RateLimiter
     queues: Queues
     redis_prefix: str
     _redis: Redis | None = field(default=None, repr=False)
@@ -80,15 +84,18 @@ def backends_from_settings(settings: Settings) -> Backends:
     if settings.redis_url == EMBEDDED_URL:
         pubsub: PubSub = MemoryPubSub()
         kv: KeyValue = MemoryKeyValue()
+        rate_limiter: RateLimiter = MemoryRateLimiter()
     elif settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         redis = Redis.from_url(settings.redis_url)
         pubsub, kv = RedisPubSub(redis), RedisKeyValue(redis)
+        rate_limiter = RedisRateLimiter(redis, settings.redis_prefix + "ratelimit:")
     else:
         raise ValueError(f"unsupported SB_REDIS_URL scheme: {settings.redis_url.split(':', 1)[0]!r}")
     return Backends(
         bus=bus_from_url(settings.amqp_url),
         pubsub=pubsub,
         kv=kv,
+        rate_limiter=rate_limiter,
         queues=Queues(settings.queue_prefix),
         redis_prefix=settings.redis_prefix,
         _redis=redis,

@@ -51,9 +51,24 @@ class Settings(BaseSettings):
     accounting_batch_size: int = 200
     accounting_batch_seconds: float = 0.5
 
+    # Knowledge (bulk ingestion into Dify datasets)
+    knowledge_batch_size: int = Field(20, ge=1, le=1000, description="Documents per ingest work message.")
+    knowledge_concurrency: int = Field(8, ge=1, le=256, description="Work batches one knowledge process runs at once.")
+    knowledge_indexing_timeout_seconds: float = Field(
+        1800.0, gt=0, description="How long a document may stay in Dify's indexing before it is failed."
+    )
+    knowledge_poll_interval_seconds: float = Field(2.0, gt=0, description="Seconds between indexing-status polls.")
+    knowledge_max_file_bytes: int = Field(15 * 1024 * 1024, ge=1, description="Largest uploaded file (Dify's default limit).")
+    knowledge_url_max_bytes: int = Field(15 * 1024 * 1024, ge=1, description="Largest document fetched from a URL.")
+    knowledge_url_timeout_seconds: float = Field(30.0, gt=0, description="Time limit of fetching one URL, redirects included.")
+    knowledge_allow_private_urls: bool = Field(
+        False, description="Allow URL documents on private, loopback, link-local or reserved addresses."
+    )
+
     # Health/metrics port of the non-HTTP services (0 = no health server)
     relay_health_port: int = 0
     accounting_health_port: int = 0
+    knowledge_health_port: int = 0
 
     # Logging
     log_level: str = "INFO"
