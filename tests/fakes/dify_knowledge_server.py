@@ -19,7 +19,9 @@ What it does, as Dify (see /work/shared/docs/dify-api.md §9-§11):
 * Documents: `document/create-by-text|create_by_text`, `document/create-by-file|create_by_file`,
   `documents/{id}/update-by-text|update_by_text|update-by-file|update_by_file`, GET `documents`
   (page, limit ≤ 100, keyword as SQL LIKE, status; newest first), GET/DELETE `documents/{id}`
-  (DELETE answers HTTP 200 with body `204`), GET `documents/{batch}/indexing-status`.
+  (DELETE answers HTTP 200 with body `204`), GET `documents/{batch}/indexing-status`;
+  metadata: GET/POST `metadata`, PATCH/DELETE `metadata/{id}`, POST `documents/metadata` (values
+  shown in each document's `doc_metadata` as `[{"id", "name", "type", "value"}]`).
   Same-name creates re-index the existing document (same id, new batch) unless the create says
   `"duplicate": false` (by-file `data` only, as Dify) or `state.dedupe_by_name` is off.
   Only an `available` document can be updated (else 400 "Document is not available"); an update
@@ -30,12 +32,16 @@ What it does, as Dify (see /work/shared/docs/dify-api.md §9-§11):
 * Indexing is computed from timestamps: a created/updated document goes waiting → parsing →
   cleaning → splitting → indexing → completed over `state.indexing_seconds` (taken when the call is
   made). Content containing `state.fail_marker` (`FAIL_INDEXING`) ends in `error` instead.
+
+Settings (`FakeConfig`; given to the constructor, or changed while running as attributes, e.g.
+`state.rate_limit_per_minute = 10`, or with `state.configure(...)`): `rate_limit_per_minute`,
+`window_seconds`, `indexing_seconds`, `failure_rate`, `failure_status`, `fail_marker`, `dedupe_by_name`.
 * Knowledge rate limit as Dify Cloud: per tenant a sliding window of `window_seconds` (60) allowing
   `rate_limit_per_minute` counted calls (None = unlimited); each counted call joins the window
   before the check, so rejected calls keep a client limited; over → 403 `forbidden` "Sorry, you
   have reached the knowledge base request rate limit of your subscription.". Counted: dataset
-  POST/PATCH/DELETE, create/update by text/file, document DELETE. Not counted: every GET
-  (datasets, documents, document, indexing-status). Unlike Redis, calls in the same millisecond
+  POST/PATCH/DELETE, create/update by text/file, document DELETE, metadata writes. Not counted: every GET
+  (datasets, documents, document, indexing-status, metadata). Unlike Redis, calls in the same millisecond
   are not merged (stricter, deterministic).
 
 Deviations (on purpose): a create without `indexing_technique` on a dataset that has none, and a
@@ -45,7 +51,7 @@ create-by-text without `process_rule` on a dataset that has none, answer 400 `in
 
 Failure injection (on create/update calls, after the rate-limit check, so they are counted):
 `state.fail_next(n, status=500)` answers the next n with a Dify-style 5xx and creates nothing;
-`state.failure_rate` (0..1, seeded `state.random`) does the same at random; `state.fail_after_create(n)`
+`state.failure_rate` (0..1, seeded `state.random`) does the same at random with `failure_status`; `state.fail_after_create(n)`
 commits the next n and then drops the connection without answering.
 
 Records (thread-safe reads from the test thread): `state.requests` (last `max_recorded_requests`
@@ -163,6 +169,8 @@ class FakeDocument:
     upload_file_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     enabled: bool = True
     archived: bool = False
+    doc_metadata: dict[str, Any] = field(default_factory=dict)  # name → value
+    metadata_ids: list[str] = field(default_factory=list)  # bound metadata fields (DatasetMetadataBinding)
 
     def reindex(self, content: bytes, seconds: float, marker: str) -> None:
         self.content, self.started, self.duration = content, time.time(), seconds
@@ -219,6 +227,7 @@ class FakeDataset:
     latest_process_rule: str | None = None
     documents: dict[str, FakeDocument] = field(default_factory=dict)
     next_position: int = 1
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # id → {"id", "type", "name"}
 
 
 class _Tenant:
@@ -399,6 +408,20 @@ class FakeKnowledgeState:
             self.requests.append(RecordedRequest(method, path, at, status, counted))
 
 
+def _config_property(name: str) -> property:
+    def get(self: FakeKnowledgeState) -> Any:
+        return getattr(self.config, name)
+
+    def set_(self: FakeKnowledgeState, value: Any) -> None:
+        self.configure(**{name: value})
+
+    return property(get, set_, doc=f"`FakeConfig.{name}` (validated when set)")
+
+
+for _name in FakeConfig.model_fields:  # state.rate_limit_per_minute, state.indexing_seconds, ...
+    setattr(FakeKnowledgeState, _name, _config_property(_name))
+
+
 def _add_rule(ds: FakeDataset, rule: dict[str, Any]) -> str:
     rid = str(uuid.uuid4())
     mode = rule.get("mode", "automatic")
@@ -485,6 +508,34 @@ class KnowledgeConfig(BaseModel):  # the by-file `data` JSON
     embedding_model_provider: str | None = None
 
 
+class MetadataArgs(BaseModel):
+    type: Literal["string", "number", "time"]
+    name: str
+
+
+class MetadataUpdatePayload(BaseModel):
+    name: str
+
+
+class MetadataDetail(BaseModel):
+    id: str
+    name: str
+    value: str | int | float | None = None
+
+
+class DocumentMetadataOperation(BaseModel):
+    document_id: str
+    metadata_list: list[MetadataDetail]
+    partial_update: bool = False
+
+
+class MetadataOperationData(BaseModel):
+    operation_data: list[DocumentMetadataOperation]
+
+
+_BUILT_IN_FIELDS = ("document_name", "uploader", "upload_date", "last_update_date", "source")
+
+
 def _validate_rule(rule: ProcessRule) -> None:
     """`DocumentService.process_rule_args_validate`."""
     if rule.mode == "automatic":
@@ -526,7 +577,13 @@ def _ts(t: float | None) -> int | None:
     return None if t is None else int(t)
 
 
-def _document_fields(doc: FakeDocument, now: float) -> dict[str, Any]:
+def _metadata_details(doc: FakeDocument, ds: FakeDataset) -> list[dict[str, Any]]:
+    """`Document.doc_metadata_details`: the bound fields with the document's values."""
+    fields_ = [ds.metadata[m] for m in doc.metadata_ids if m in ds.metadata]
+    return [{**f, "value": doc.doc_metadata.get(f["name"])} for f in fields_]
+
+
+def _document_fields(doc: FakeDocument, ds: FakeDataset, now: float) -> dict[str, Any]:
     """`fields/document_fields.py: document_fields`."""
     status = doc.status(now)
     ext = doc.extension
@@ -541,8 +598,8 @@ def _document_fields(doc: FakeDocument, now: float) -> dict[str, Any]:
         "tokens": (len(doc.content) // 4 if doc.indexing_technique == "high_quality" else 0) if status == "completed" else 0,
         "indexing_status": status, "error": _error_text(doc) if status == "error" else None, "enabled": doc.enabled,
         "disabled_at": None, "disabled_by": None, "archived": doc.archived, "display_status": doc.display_status(now),
-        "word_count": doc.word_count(now), "hit_count": 0, "doc_form": doc.doc_form, "doc_metadata": [],
-        "summary_index_status": None, "need_summary": False,
+        "word_count": doc.word_count(now), "hit_count": 0, "doc_form": doc.doc_form,
+        "doc_metadata": _metadata_details(doc, ds), "summary_index_status": None, "need_summary": False,
     }
 
 
@@ -553,8 +610,8 @@ def _error_text(doc: FakeDocument) -> str:
 def _document_detail(doc: FakeDocument, ds: FakeDataset, now: float, metadata: str) -> dict[str, Any]:
     """`GET …/documents/{id}` (`metadata` = all | only | without)."""
     if metadata == "only":
-        return {"id": doc.id, "doc_type": None, "doc_metadata": []}
-    base = _document_fields(doc, now)
+        return {"id": doc.id, "doc_type": None, "doc_metadata": _metadata_details(doc, ds)}
+    base = _document_fields(doc, ds, now)
     rule = ds.process_rules.get(doc.process_rule_id, {"mode": "automatic", "rules": _AUTOMATIC_RULES})
     completed = doc.at(1.0, now)
     detail = {k: base[k] for k in ("id", "position", "data_source_type", "data_source_info", "dataset_process_rule_id")}
@@ -563,7 +620,7 @@ def _document_detail(doc: FakeDocument, ds: FakeDataset, now: float, metadata: s
                "tokens": base["tokens"], "indexing_status": base["indexing_status"], "completed_at": completed,
                "updated_at": _ts(doc.updated_at), "indexing_latency": doc.duration if completed is not None else None,
                "error": base["error"], "enabled": doc.enabled, "disabled_at": None, "disabled_by": None,
-               "archived": doc.archived, "doc_type": None, "doc_metadata": [],
+               "archived": doc.archived, "doc_type": None, "doc_metadata": base["doc_metadata"],
                "segment_count": doc.segments() if base["word_count"] else 0,
                "average_segment_length": base["word_count"] // doc.segments() if base["word_count"] else 0,
                "hit_count": 0, "display_status": base["display_status"], "doc_form": doc.doc_form,
@@ -610,7 +667,7 @@ def _dataset_fields(ds: FakeDataset, now: float) -> dict[str, Any]:
         "external_knowledge_info": {"external_knowledge_id": None, "external_knowledge_api_id": None,
                                     "external_knowledge_api_name": None, "external_knowledge_api_endpoint": None},
         "external_retrieval_model": {"top_k": 2, "score_threshold": 0.0, "score_threshold_enabled": None},
-        "doc_metadata": [], "built_in_field_enabled": False, "pipeline_id": None, "runtime_mode": "general",
+        "doc_metadata": list(ds.metadata.values()), "built_in_field_enabled": False, "pipeline_id": None, "runtime_mode": "general",
         "chunk_structure": None, "icon_info": None, "is_published": False, "total_documents": len(docs),
         "total_available_documents": available, "enable_api": True, "is_multimodal": False,
     }
@@ -884,7 +941,7 @@ class _Api:
                 ds.documents[doc.id] = doc
             doc.reindex(content, cfg.indexing_seconds, cfg.fail_marker)
             state.create_calls[(ds.id, name)] += 1
-            answer = {"document": _document_fields(doc, time.time()), "batch": batch}
+            answer = {"document": _document_fields(doc, ds, time.time()), "batch": batch}
         if state.take_drop():
             raise _DropAnswer
         return _json(answer)
@@ -916,7 +973,7 @@ class _Api:
             doc.doc_form = doc_form
             doc.reindex(content if content is not None else doc.content, state.config.indexing_seconds,
                         state.config.fail_marker)
-            answer = {"document": _document_fields(doc, time.time()), "batch": doc.batch}
+            answer = {"document": _document_fields(doc, ds, time.time()), "batch": doc.batch}
         if state.take_drop():
             raise _DropAnswer
         return _json(answer)
@@ -936,7 +993,7 @@ class _Api:
             if status:
                 docs = [d for d in docs if d.display_status(now) == status]
             chunk, envelope = _page(docs, request, max_per_page=100)
-            return _json({"data": [_document_fields(d, now) for d in chunk], **envelope})
+            return _json({"data": [_document_fields(d, ds, now) for d in chunk], **envelope})
 
     async def get_document(self, request: Request) -> Response:
         await self.read_body(request)
@@ -975,6 +1032,85 @@ class _Api:
             if not docs:
                 raise DifyError(404, "not_found", "Documents not found.")
             return _json({"data": [_indexing_status(d, now) for d in docs]})
+
+    # --- metadata (`service_api/dataset/metadata.py`, `services/metadata_service.py`)
+    def check_metadata_name(self, ds: FakeDataset, name: str) -> None:
+        if len(name) > 255:
+            raise DifyError(400, "invalid_param", "Metadata name cannot exceed 255 characters.")
+        if any(m["name"] == name for m in ds.metadata.values()):
+            raise DifyError(400, "invalid_param", "Metadata name already exists.")
+        if name in _BUILT_IN_FIELDS:
+            raise DifyError(400, "invalid_param", "Metadata name already exists in Built-in fields.")
+
+    async def create_metadata(self, request: Request) -> Response:
+        body = await self.json_body(request)
+        _, ds = self.begin(request, counted=True)
+        ds = self.own(ds, not_found=True)
+        p = _parse(MetadataArgs, body)
+        with self.state.lock:
+            self.check_metadata_name(ds, p.name)
+            field_ = {"id": str(uuid.uuid4()), "type": p.type, "name": p.name}
+            ds.metadata[field_["id"]] = field_
+            return _json(field_, 201)
+
+    async def list_metadata(self, request: Request) -> Response:
+        await self.read_body(request)
+        _, ds = self.begin(request, counted=False)
+        ds = self.own(ds, not_found=True)
+        with self.state.lock:
+            counts = Counter(m for d in ds.documents.values() for m in d.metadata_ids)
+            data = [{**f, "count": counts[f["id"]]} for f in ds.metadata.values()]
+            return _json({"doc_metadata": data, "built_in_field_enabled": False})
+
+    async def patch_metadata(self, request: Request) -> Response:
+        body = await self.json_body(request)
+        _, ds = self.begin(request, counted=True)
+        ds = self.own(ds, not_found=True)
+        p = _parse(MetadataUpdatePayload, body)
+        with self.state.lock:
+            self.check_metadata_name(ds, p.name)
+            field_ = ds.metadata.get(str(request.path_params["metadata_id"]))
+            if field_ is None:
+                raise DifyError(400, "invalid_param", "Metadata not found.")
+            old, field_["name"] = field_["name"], p.name
+            for d in ds.documents.values():
+                if field_["id"] in d.metadata_ids:
+                    d.doc_metadata[p.name] = d.doc_metadata.pop(old, None)
+            return _json(field_)
+
+    async def delete_metadata(self, request: Request) -> Response:
+        await self.read_body(request)
+        _, ds = self.begin(request, counted=True)
+        ds = self.own(ds, not_found=True)
+        with self.state.lock:
+            field_ = ds.metadata.pop(str(request.path_params["metadata_id"]), None)
+            if field_ is None:
+                raise DifyError(400, "invalid_param", "Metadata not found.")
+            for d in ds.documents.values():
+                if field_["id"] in d.metadata_ids:
+                    d.metadata_ids.remove(field_["id"])
+                    d.doc_metadata.pop(field_["name"], None)
+        return _json(204)
+
+    async def documents_metadata(self, request: Request) -> Response:
+        """`update_documents_metadata`: an operation that fails (unknown document) is logged and skipped, as Dify."""
+        body = await self.json_body(request)
+        _, ds = self.begin(request, counted=True)
+        ds = self.own(ds, not_found=True)
+        p = _parse(MetadataOperationData, body)
+        with self.state.lock:
+            for op in p.operation_data:
+                doc = ds.documents.get(op.document_id)
+                if doc is None:
+                    continue
+                values = dict(doc.doc_metadata) if op.partial_update else {}
+                ids = list(doc.metadata_ids) if op.partial_update else []
+                for m in op.metadata_list:
+                    values[m.name] = m.value
+                    if m.id not in ids:
+                        ids.append(m.id)
+                doc.doc_metadata, doc.metadata_ids = values, ids
+        return _json({"result": "success"})
 
     # --- control API
     async def fake_stats(self, _: Request) -> Response:
@@ -1088,6 +1224,11 @@ def create_knowledge_app(state: FakeKnowledgeState) -> Callable[..., Any]:
         Route(doc, guarded(api.get_document), methods=["GET"]),
         Route(doc, guarded(api.delete_document), methods=["DELETE"]),
         Route(f"{ds}/documents/{{batch}}/indexing-status", guarded(api.indexing_status), methods=["GET"]),
+        Route(f"{ds}/metadata", guarded(api.create_metadata), methods=["POST"]),
+        Route(f"{ds}/metadata", guarded(api.list_metadata), methods=["GET"]),
+        Route(f"{ds}/metadata/{{metadata_id:uuid}}", guarded(api.patch_metadata), methods=["PATCH"]),
+        Route(f"{ds}/metadata/{{metadata_id:uuid}}", guarded(api.delete_metadata), methods=["DELETE"]),
+        Route(f"{ds}/documents/metadata", guarded(api.documents_metadata), methods=["POST"]),
         Route("/_fake/stats", guarded(api.fake_stats), methods=["GET"]),
         Route("/_fake/documents", guarded(api.fake_documents), methods=["GET"]),
         Route("/_fake/config", guarded(api.fake_config), methods=["POST"]),

@@ -94,6 +94,14 @@ def test_documents_are_created_indexed_and_reindexed_by_name(fake: tuple[FakeKno
     detail = client.get(f"/datasets/{ds['id']}/documents/{doc['id']}").json()
     assert detail["display_status"] == "error" and detail["doc_language"] == "English"
 
+    field = client.post(f"/datasets/{ds['id']}/metadata", json={"type": "string", "name": "team"})
+    assert field.status_code == 201
+    meta = {"operation_data": [{"document_id": doc["id"], "metadata_list": [{**field.json(), "value": "docs"}]}]}
+    assert client.post(f"/datasets/{ds['id']}/documents/metadata", json=meta).json() == {"result": "success"}
+    listed = client.get(f"/datasets/{ds['id']}/documents", params={"keyword": "intro"}).json()["data"]
+    assert listed[0]["doc_metadata"] == [{**field.json(), "value": "docs"}]
+    assert client.get(f"/datasets/{ds['id']}/metadata").json()["doc_metadata"][0]["count"] == 1
+
     deleted = client.delete(f"/datasets/{ds['id']}/documents/{doc['id']}")
     assert deleted.status_code == 200 and deleted.json() == 204
     assert client.delete(f"/datasets/{ds['id']}/documents/{doc['id']}").status_code == 404
@@ -120,7 +128,7 @@ def test_paging_and_keyword_search(fake: tuple[FakeKnowledgeState, httpx.Client]
 def test_rate_limit_counts_writes_only_and_keeps_rejected_calls(fake: tuple[FakeKnowledgeState, httpx.Client]) -> None:
     state, client = fake
     ds = state.add_dataset(KEY, "Limited", indexing_technique="economy", process_rule={"mode": "automatic"})
-    state.configure(rate_limit_per_minute=3, window_seconds=0.5)
+    state.rate_limit_per_minute, state.window_seconds = 3, 0.5
     batches = [create_text(client, ds.id, f"r{i}.txt", "x").json()["batch"] for i in range(3)]
     for _ in range(5):  # reads are not counted
         assert client.get(f"/datasets/{ds.id}/documents/{batches[0]}/indexing-status").status_code == 200
