@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 #: Dify's default ETL (`api/constants/__init__.py`): anything else is refused by create-by-file.
@@ -40,3 +41,15 @@ def unsupported_reason(name: str) -> str:
     ext = extension_of(name)
     kind = f"'.{ext}'" if ext else "without an extension"
     return f"unsupported file type: {kind} is not one Dify accepts ({', '.join(sorted(ALLOWED_EXTENSIONS))})"
+
+
+#: Characters Dify refuses in an uploaded file's name.
+_FORBIDDEN_IN_FILE_NAMES = re.compile(r'[/\\:*?"<>|\x00-\x1f]')
+
+
+def dify_file_name(name: str) -> str:
+    """The file name a document is uploaded under (Dify names a file document after it).
+
+    A document named like a path (`guides/setup.md`) keeps its path readable: `guides_setup.md`.
+    """
+    return _FORBIDDEN_IN_FILE_NAMES.sub("_", name)

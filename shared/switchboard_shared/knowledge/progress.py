@@ -1,0 +1,120 @@
+"""A job's progress, computed in one place: the admin API, the events stream and the CLI all read it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db import DocumentState, KnowledgeDocument, KnowledgeJob, Operation, utcnow
+
+#: Most failures a progress report lists (the counts cover all of them).
+FAILURES_LISTED = 1000
+
+
+class JobCounts(BaseModel):
+    """How many documents are in each state."""
+
+    queued: int = 0
+    uploading: int = 0
+    indexing: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def settled(self) -> int:
+        """Documents that are done (completed, failed or skipped)."""
+        return self.completed + self.failed + self.skipped
+
+
+class DocumentFailure(BaseModel):
+    name: str
+    error: str
+
+
+class SyncReport(BaseModel):
+    """The documents a sync job removes (or, in a dry run, would remove) from the dataset."""
+
+    dry_run: bool
+    deletions: list[str]
+
+
+class JobProgress(BaseModel):
+    """`GET /api/knowledge/jobs/{id}`."""
+
+    id: int
+    status: str
+    target_id: int
+    dataset_id: str
+    dataset_name: str | None
+    total: int
+    counts: JobCounts
+    failures: list[DocumentFailure] = Field(description=f"The failed documents (at most {FAILURES_LISTED}) and why.")
+    docs_per_second: float | None = Field(description="Documents settled per second since the job started.")
+    eta_seconds: float | None = Field(description="Seconds until every document is settled at the current rate.")
+    sync: SyncReport | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+async def job_progress(session: AsyncSession, job_id: int) -> JobProgress | None:
+    """The progress of a job, or None when there is no such job."""
+    job = await session.get(KnowledgeJob, job_id)
+    if job is None:
+        return None
+    by_state = await session.execute(
+        select(KnowledgeDocument.state, func.count()).where(KnowledgeDocument.job_id == job_id).group_by(KnowledgeDocument.state)
+    )
+    counts = JobCounts(**{state: n for state, n in by_state.all() if state in DocumentState.__members__.values()})
+    failures = await session.execute(
+        select(KnowledgeDocument.name, KnowledgeDocument.error)
+        .where(KnowledgeDocument.job_id == job_id, KnowledgeDocument.state == DocumentState.FAILED)
+        .order_by(KnowledgeDocument.id)
+        .limit(FAILURES_LISTED)
+    )
+    sync = None
+    if job.options.get("sync"):
+        deletions = await session.scalars(
+            select(KnowledgeDocument.name)
+            .where(KnowledgeDocument.job_id == job_id, KnowledgeDocument.operation == Operation.DELETE)
+            .order_by(KnowledgeDocument.name)
+        )
+        sync = SyncReport(dry_run=bool(job.options.get("dry_run")), deletions=list(deletions))
+    rate, eta = _rate_and_eta(job, counts)
+    return JobProgress(
+        id=job.id,
+        status=job.status,
+        target_id=job.target_id,
+        dataset_id=job.dataset_id,
+        dataset_name=job.dataset_name,
+        total=job.total,
+        counts=counts,
+        failures=[DocumentFailure(name=name, error=error or "failed") for name, error in failures.all()],
+        docs_per_second=rate,
+        eta_seconds=eta,
+        sync=sync,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _rate_and_eta(job: KnowledgeJob, counts: JobCounts) -> tuple[float | None, float | None]:
+    remaining = max(0, job.total - counts.settled)
+    if job.finished_at is not None and remaining == 0:
+        eta: float | None = 0.0
+    else:
+        eta = None
+    if job.started_at is None:
+        return None, eta
+    elapsed = ((job.finished_at if remaining == 0 and job.finished_at else utcnow()) - job.started_at).total_seconds()
+    if elapsed <= 0 or counts.settled == 0:
+        return None, eta
+    rate = counts.settled / elapsed
+    return round(rate, 3), (0.0 if remaining == 0 else round(remaining / rate, 1))
