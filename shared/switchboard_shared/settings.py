@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     knowledge_allow_private_urls: bool = Field(
         False, description="Allow URL documents on private, loopback, link-local or reserved addresses."
     )
+    knowledge_events_poll_seconds: float = Field(
+        0.5, gt=0, description="How often a job's event stream (GET /api/knowledge/jobs/{id}/events) reads its progress."
+    )
+    knowledge_events_heartbeat_seconds: float = Field(15.0, gt=0, description="Seconds between keepalive comments of a quiet event stream.")
+    knowledge_events_max_streams: int = Field(256, ge=1, description="Job event streams one edge process serves at once.")
 
     # Health/metrics port of the non-HTTP services (0 = no health server)
     relay_health_port: int = 0

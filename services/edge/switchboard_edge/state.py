@@ -11,6 +11,7 @@ from switchboard_shared.settings import Settings
 from .auth import AdminAuthenticator, TokenAuthenticator
 from .catalog import ModelCatalog
 from .dispatch import JobDispatcher
+from .knowledge_events import JobEventStreams
 from .replies import ReplyRouter
 
 
@@ -27,6 +28,10 @@ class EdgeState:
         self.catalog = ModelCatalog(db, backends)
         self.tokens = TokenAuthenticator(db, backends, settings.token_cache_seconds, settings.token_local_cache_seconds)
         self.admin = AdminAuthenticator(db, settings.admin_key)
+        self.knowledge_events = JobEventStreams(
+            db, settings.knowledge_events_poll_seconds, settings.knowledge_events_heartbeat_seconds,
+            settings.knowledge_events_max_streams,
+        )
 
     async def start(self) -> None:
         """Subscribe to replies, load the catalog and the admin key."""
@@ -37,6 +42,7 @@ class EdgeState:
 
     async def stop(self) -> None:
         """Undo start()."""
+        self.knowledge_events.close()
         await self.catalog.stop()
         await self.dispatcher.drain()
         await self.tokens.stop()
