@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -68,6 +69,60 @@ def accounting() -> None:
     from .runner import run
 
     _run(run(["accounting"], _settings()))
+
+
+@app.command()
+def knowledge() -> None:
+    """Run the knowledge service (bulk ingestion into Dify datasets) alone."""
+    from .runner import run
+
+    _run(run(["knowledge"], _settings()))
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(..., exists=True, readable=True, help="Files and folders (walked; hidden ones left out)."),
+    target: str = typer.Option(..., "--target", "-t", help="Knowledge target: id or name."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset: id, or name (created when missing)."),
+    sync: bool = typer.Option(False, "--sync", help="Also delete the documents whose files are gone."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --sync: list what it would delete; change nothing."),
+    url: str | None = typer.Option(None, "--url", help="Switchboard's URL (default http://SB_EDGE_HOST:SB_EDGE_PORT)."),
+    admin_key: str | None = typer.Option(None, "--admin-key", help="Admin key (default SB_ADMIN_KEY).", show_default=False),
+    files_per_job: int = typer.Option(100, "--files-per-job", min=1, max=10_000, help="Most files uploaded in one job."),
+    job_mb: float = typer.Option(6.0, "--job-mb", min=0.001, help="Most megabytes uploaded in one job (a larger file goes alone)."),
+    jobs_in_flight: int = typer.Option(2, "--jobs-in-flight", min=1, max=32, help="Most unfinished jobs at once."),
+) -> None:
+    """Put files into a Dify dataset through the knowledge service; run it again to resume or update.
+
+    Exit status: 0 all documents done, 1 some failed, 2 the run could not start or go on.
+    """
+    from rich.console import Console
+
+    from .ingest import IngestError, IngestOptions, print_report
+    from .ingest import ingest as run_ingest
+    from .ingest_files import DuplicateNames
+    from .knowledge_client import KnowledgeAPIError
+
+    if dry_run and not sync:
+        raise typer.BadParameter("--dry-run previews a --sync; add --sync", param_hint="--dry-run")
+    settings = Settings()
+    host = "127.0.0.1" if settings.edge_host in ("0.0.0.0", "::", "") else settings.edge_host
+    options = IngestOptions(
+        paths=paths, target=target, dataset=dataset, url=url or f"http://{host}:{settings.edge_port}",
+        admin_key=admin_key or settings.admin_key, sync=sync, dry_run=dry_run, files_per_job=files_per_job,
+        job_bytes=int(job_mb * 1024 * 1024), jobs_in_flight=jobs_in_flight,
+    )
+    console = Console(soft_wrap=True)
+    try:
+        report = asyncio.run(run_ingest(options, console))
+    except (IngestError, KnowledgeAPIError, DuplicateNames) as exc:
+        console.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: submitted jobs go on in Switchboard; run the same command again to continue")
+        raise typer.Exit(130) from None
+    print_report(report, options, console)
+    raise typer.Exit(1 if report.failed else 0)
 
 
 @app.command()

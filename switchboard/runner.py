@@ -11,6 +11,7 @@ from sqlalchemy import select
 from switchboard_accounting.consumer import AccountingService
 from switchboard_edge.auth import ADMIN_KEY_SETTING
 from switchboard_edge.service import EdgeService
+from switchboard_knowledge.service import KnowledgeService
 from switchboard_relay.worker import RelayWorker
 from switchboard_shared.backends import backends_from_settings
 from switchboard_shared.db import Database, SystemSetting
@@ -20,7 +21,7 @@ from switchboard_shared.settings import Settings
 
 from .migrate import upgrade
 
-SERVICE_NAMES = ("accounting", "relay-worker", "edge")
+SERVICE_NAMES = ("accounting", "relay-worker", "knowledge", "edge")
 
 
 async def run(names: Sequence[str], settings: Settings, *, migrate: bool = False, bootstrap_admin: bool = False) -> None:
@@ -45,6 +46,11 @@ async def run(names: Sequence[str], settings: Settings, *, migrate: bool = False
             services.append(relay)
             if settings.relay_health_port:
                 services.append(HealthService(relay, settings.edge_host, settings.relay_health_port))
+        if "knowledge" in names:
+            knowledge = KnowledgeService(settings, backends, db)
+            services.append(knowledge)
+            if settings.knowledge_health_port:
+                services.append(HealthService(knowledge, settings.edge_host, settings.knowledge_health_port))
         if "edge" in names:
             services.append(EdgeService(settings, backends, db))
         await run_until_signalled(services)

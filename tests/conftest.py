@@ -13,16 +13,27 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.dify_knowledge_server import FakeKnowledgeState, run_fake_knowledge
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
 from tests.helpers import DEFAULT_MODEL, OTHER_MODEL
 from tests.support.stack import Stack
 
 MODES = ["embedded", "distributed"]
 
+#: Knowledge settings of the shared stacks: quick indexing polls and a small file limit to test against.
+KNOWLEDGE_ENV = {
+    "SB_KNOWLEDGE_POLL_INTERVAL_SECONDS": "0.1",
+    "SB_KNOWLEDGE_INDEXING_TIMEOUT_SECONDS": "60",
+    "SB_KNOWLEDGE_MAX_FILE_BYTES": "65536",
+    "SB_KNOWLEDGE_URL_TIMEOUT_SECONDS": "5",
+    "SB_KNOWLEDGE_EVENTS_POLL_SECONDS": "0.2",
+    "SB_KNOWLEDGE_EVENTS_HEARTBEAT_SECONDS": "1",
+}
+
 #: name → how to build the stack. The two plain modes are the ones every scenario runs on.
 _STACK_SPECS: dict[str, dict[str, Any]] = {
-    "embedded": {"mode": "embedded"},
-    "distributed": {"mode": "distributed"},
+    "embedded": {"mode": "embedded", "extra_env": KNOWLEDGE_ENV},
+    "distributed": {"mode": "distributed", "extra_env": KNOWLEDGE_ENV},
     # Nobody consumes chat jobs: the edge must answer 503 after the (short) pickup timeout.
     "no-worker": {"mode": "distributed", "relay_workers": 0, "extra_env": {"SB_PICKUP_TIMEOUT_SECONDS": "1"}},
 }
@@ -71,6 +82,15 @@ def upstream() -> Iterator[tuple[str, FakeOpenAIState]]:
     """The session's fake OpenAI upstream: `(base_url, state)`. Tests must not change its knobs."""
     with run_fake_openai() as served:
         yield served
+
+
+@pytest.fixture(scope="session")
+def knowledge_fake() -> Iterator[tuple[str, FakeKnowledgeState]]:
+    """The session's fake Dify knowledge API: `(base_url, state)`. Each test uses its own key (tenant) and
+    dataset; a test that changes the fake's settings restores them (see `tests/knowledge_helpers.py`)."""
+    state = FakeKnowledgeState(window_seconds=10.0, indexing_seconds=0.05)
+    with run_fake_knowledge(state) as base_url:
+        yield base_url, state
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 Two modes:
 - `embedded`: one `switchboard up` process on SQLite, the in-process bus and pub/sub.
-- `distributed`: `switchboard edge`, `relay-worker` and `accounting` as separate
-  processes on this machine's RabbitMQ, Redis and Postgres.
+- `distributed`: `switchboard edge`, `relay-worker`, `accounting` and `knowledge` as
+  separate processes on this machine's RabbitMQ, Redis and Postgres.
 
 Each stack gets its own Postgres database (or SQLite file), its own RabbitMQ
 queue prefix and its own Redis key prefix, all removed by `stop()`, so runs never
@@ -72,6 +72,7 @@ class Stack:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-stack-")))
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _env: dict[str, str] = field(default_factory=dict)
+    _health: dict[str, tuple[list[str], dict[str, str], str]] = field(default_factory=dict)
 
     # --- naming of the isolated resources -------------------------------------------------
     @property
@@ -135,6 +136,11 @@ class Stack:
                 port = free_port()
                 self._spawn("accounting", ["accounting"], SB_ACCOUNTING_HEALTH_PORT=str(port))
                 health.append((f"http://127.0.0.1:{port}/readyz", "accounting"))
+                port = free_port()
+                knowledge_env = {"SB_KNOWLEDGE_HEALTH_PORT": str(port)}
+                self._spawn("knowledge", ["knowledge"], **knowledge_env)
+                self._health["knowledge"] = (["knowledge"], knowledge_env, f"http://127.0.0.1:{port}/readyz")
+                health.append((f"http://127.0.0.1:{port}/readyz", "knowledge"))
                 self._spawn("edge", ["edge"])
                 health.append((f"{self.base_url}/readyz", "edge"))
                 for url, name in health:
@@ -165,7 +171,7 @@ class Stack:
         return [sys.executable, "-m", "switchboard.cli", *args]
 
     def _spawn(self, name: str, args: list[str], **env: str) -> None:
-        log = open(self.workdir / f"{name}-{len(self._procs)}.log", "wb")
+        log = open(self.workdir / f"{name}-{len(list(self.workdir.glob('*.log')))}.log", "wb")
         proc = subprocess.Popen(
             self._command(args), env={**self._env, **env}, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
         )
@@ -194,6 +200,22 @@ class Stack:
     def process(self, name: str) -> subprocess.Popen[bytes]:
         """The first process started under `name` (e.g. to kill it in a test)."""
         return next(proc for proc_name, proc in self._procs if proc_name == name)
+
+    def restart(self, name: str, *, kill: bool = True) -> None:
+        """Stop the process `name` (SIGKILL by default, else SIGTERM), start it again, wait until it is ready.
+
+        Only processes with a health port can be restarted (`knowledge` today).
+        """
+        args, env, health_url = self._health[name]
+        proc = self.process(name)
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        proc.wait(timeout=30)
+        self._procs = [(n, p) for n, p in self._procs if p is not proc]
+        self._spawn(name, args, **env)
+        self._wait_ready(health_url, name)
 
     def admin(self) -> httpx.Client:
         """An HTTP client for the admin API."""

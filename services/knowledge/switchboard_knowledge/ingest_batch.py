@@ -1,0 +1,153 @@
+"""One work message: a batch of one job's documents, from queued to completed, failed or skipped.
+
+Documents are written to Dify one after another (the target's rate limit is the pace anyway),
+then their metadata is set in one call, then indexing is watched until each is settled. The
+message is acked by the caller only once every document of the batch is settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+from sqlalchemy import select
+
+from switchboard_shared.contracts import IngestWork
+from switchboard_shared.db import (
+    DOCUMENT_SETTLED,
+    Database,
+    DocumentState,
+    JobStatus,
+    KnowledgeDocument,
+    KnowledgeJob,
+    KnowledgeTarget,
+    Operation,
+)
+from switchboard_shared.knowledge.dify_dataset_client import DifyDatasetClient, DifyError
+from switchboard_shared.knowledge.job_lifecycle import finish_if_settled
+from switchboard_shared.knowledge.options import JobOptions
+from switchboard_shared.knowledge.target_keys import open_target_key
+from switchboard_shared.ratelimit import RateLimiter
+from switchboard_shared.settings import Settings
+
+from .document_locks import DocumentLocks
+from .document_states import DocumentStates
+from .document_upload import DocumentUpload
+from .indexing_watch import IndexingWatch
+from .metadata import MetadataWriter
+from .sources import SourceError, UrlFetcher, load_content
+from .sync import remove_from_dataset
+
+log = logging.getLogger(__name__)
+
+
+class BatchRunner:
+    """Runs work messages for one knowledge process (shared HTTP pools, locks and limiter)."""
+
+    def __init__(
+        self, settings: Settings, db: Database, limiter: RateLimiter, http: httpx.AsyncClient, urls: UrlFetcher, locks: DocumentLocks
+    ) -> None:
+        self.settings, self.db, self.limiter, self.http, self.urls, self.locks = settings, db, limiter, http, urls, locks
+        self.states = DocumentStates(db)
+
+    async def run(self, work: IngestWork) -> None:
+        """Settle every document of `work` (waiting for any another consumer is working on), then close the job if done."""
+        async with self.db.session() as session:
+            job = await session.get(KnowledgeJob, work.job_id)
+        if job is None:
+            log.warning("work for an unknown job dropped", extra={"job_id": work.job_id})
+            return
+        while True:
+            open_ids = [d.id for d in await self._unsettled(work.document_ids)]
+            if not open_ids:
+                break
+            async with self.locks.hold(open_ids) as mine:
+                if mine:
+                    # Read again under the lock: another consumer may have settled them meanwhile.
+                    await self._work(job, await self._unsettled(sorted(mine)))
+            if set(open_ids) - mine:
+                await asyncio.sleep(self.settings.knowledge_poll_interval_seconds)  # held by another consumer
+        async with self.db.session() as session, session.begin():
+            status = await finish_if_settled(session, job.id)
+        if status is not None:
+            log.info("knowledge job finished", extra={"job_id": job.id, "status": status})
+
+    async def _unsettled(self, ids: list[int]) -> list[KnowledgeDocument]:
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(KnowledgeDocument)
+                .where(KnowledgeDocument.id.in_(ids), KnowledgeDocument.state.not_in(DOCUMENT_SETTLED))
+                .order_by(KnowledgeDocument.id)
+            )
+            return list(rows)
+
+    async def _work(self, job: KnowledgeJob, docs: list[KnowledgeDocument]) -> None:
+        async with self.db.session() as session:
+            target = await session.get(KnowledgeTarget, job.target_id)
+        if target is None:
+            for doc in docs:
+                await self.states.failed(doc, f"knowledge target {job.target_id} was deleted")
+            return
+        await self.states.job_started(job.id)
+        options = JobOptions.model_validate(job.options)
+        client = DifyDatasetClient(self.http, target.base_url, open_target_key(target.api_key))
+        upload = DocumentUpload(client, self.limiter, target, job.dataset_id, options)
+        watch = IndexingWatch(
+            client, self.states, target.id, job.dataset_id,
+            poll_seconds=self.settings.knowledge_poll_interval_seconds,
+            timeout_seconds=self.settings.knowledge_indexing_timeout_seconds,
+        )
+        watching = asyncio.create_task(watch.run())
+        written: list[KnowledgeDocument] = []
+        try:
+            for doc in docs:
+                if doc.state == DocumentState.INDEXING:
+                    watch.add(doc)  # its id is recorded: only indexing is left
+                    continue
+                if doc.state == DocumentState.QUEUED and await self.states.job_status(job.id) == JobStatus.CANCELLED:
+                    await self.states.skipped(doc, "cancelled")
+                    continue
+                try:
+                    if doc.operation == Operation.DELETE:
+                        await remove_from_dataset(doc, upload, self.states)
+                    elif await self._put(doc, upload, job):
+                        written.append(doc)
+                        watch.add(doc)
+                except (SourceError, DifyError) as exc:
+                    await self.states.failed(doc, exc.message if isinstance(exc, DifyError) else str(exc))
+            watch.close()
+            await watching
+        finally:
+            if not watching.done():
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+        await self._set_metadata(upload, options, written)
+
+    async def _set_metadata(self, upload: DocumentUpload, options: JobOptions, written: list[KnowledgeDocument]) -> None:
+        """The job's (and each document's) metadata, in one call for the batch, once the documents are in Dify."""
+        metadata = MetadataWriter(upload, options.metadata)
+        targets = [doc for doc in written if metadata.values_for(doc) and doc.state != DocumentState.FAILED]
+        if not targets:
+            return
+        try:
+            await metadata.apply(targets)
+        except DifyError as exc:
+            for doc in targets:
+                await self.states.failed(doc, f"its metadata could not be set: {exc.message}")
+
+    async def _put(self, doc: KnowledgeDocument, upload: DocumentUpload, job: KnowledgeJob) -> bool:
+        """Create or update the document in Dify; False when it was skipped as unchanged."""
+        content = await load_content(doc, self.states, self.urls)
+        known = await self.states.registered(job.target_id, job.dataset_id, doc.name)
+        if known is not None and known.content_hash == content.sha256:
+            await self.states.skipped(doc, "unchanged since it was last ingested", action="unchanged")
+            return False
+        existing = doc.dify_document_id or (known.dify_document_id if known else None)
+        after_crash = doc.state == DocumentState.UPLOADING  # a previous attempt may have created it
+        await self.states.uploading(doc, "update" if existing else "create", content.sha256)
+        written = await upload.update(doc, content, existing) if existing else None
+        if written is None:
+            written = await upload.create(doc, content, look_first=after_crash and not existing)
+        await self.states.indexing(doc, job.target_id, job.dataset_id, written.dify_id, written.batch)
+        return True
