@@ -74,8 +74,6 @@ class JobEventStreams:
         Ends when the job is finished, when the client leaves (the response cancels it) or when
         the edge shuts down.
         """
-        # Reconnecting clients (EventSource) wait a little longer than one poll.
-        yield f"retry: {int(self._poll_seconds * 1000) + 1000}\n\n".encode()
         progress, seq = first, 1
         last = _fingerprint(first)
         while progress.status not in JOB_FINISHED:
