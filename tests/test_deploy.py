@@ -22,7 +22,7 @@ COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-EXPECTED_SERVICES = {"edge", "relay-worker", "accounting", "migrate", "rabbitmq", "redis", "postgres"}
+EXPECTED_SERVICES = {"edge", "relay-worker", "accounting", "knowledge", "migrate", "rabbitmq", "redis", "postgres"}
 # `SB_NAME=value`, or `# SB_NAME=value` for a setting that is unset by default.
 SETTING_LINE = re.compile(r"^\s*(?:#\s*)?(SB_[A-Za-z0-9_]+)\s*=(.*)$")
 
@@ -115,7 +115,7 @@ def test_compose_config_is_valid_and_names_every_service() -> None:
     config = yaml.safe_load(result.stdout)
     services = set(config["services"])
     assert EXPECTED_SERVICES <= services, f"missing services: {sorted(EXPECTED_SERVICES - services)}"
-    for name in ("edge", "relay-worker", "accounting", "migrate"):
+    for name in ("edge", "relay-worker", "accounting", "knowledge", "migrate"):
         env = config["services"][name]["environment"]
         assert env["SB_ADMIN_KEY"] == "sk-admin-compose-test", name
         assert env["SB_DATABASE_URL"].startswith("postgresql+asyncpg://"), name
@@ -135,9 +135,9 @@ def test_compose_stack_shape() -> None:
     worker = services["relay-worker"]
     assert "container_name" not in worker
     assert "ports" not in worker
-    for name in ("rabbitmq", "redis", "postgres", "edge", "relay-worker", "accounting"):
+    for name in ("rabbitmq", "redis", "postgres", "edge", "relay-worker", "accounting", "knowledge"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
-    for name in ("relay-worker", "accounting"):
+    for name in ("relay-worker", "accounting", "knowledge"):
         test = services[name]["healthcheck"]["test"]
         assert "python" in test, f"{name}: healthcheck must use python (no curl in slim images)"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -197,7 +197,7 @@ def test_every_compose_command_is_a_real_cli_command() -> None:
     entrypoint = dockerfile_instruction("ENTRYPOINT")
     services = raw_compose()["services"]
     ours = {name: svc for name, svc in services.items() if "build" in svc}
-    assert {"edge", "relay-worker", "accounting", "migrate"} <= set(ours)
+    assert {"edge", "relay-worker", "accounting", "knowledge", "migrate"} <= set(ours)
     for name, svc in ours.items():
         assert "command" in svc, f"service {name} builds the Switchboard image but sets no command"
         command = svc["command"]

@@ -120,6 +120,8 @@ def test_cancel_skips_what_is_still_queued(stack: Stack, knowledge_fake: tuple[s
     job = setup.post_job(texts(40))
     setup.wait_for(job["id"], lambda j: j["counts"]["completed"] >= 1)
     with setup.admin() as client:
+        # A target with a job in progress cannot be deleted.
+        assert client.delete(f"/api/knowledge/targets/{setup.target['id']}").status_code == 409
         cancelled = client.post(f"/api/knowledge/jobs/{job['id']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["status"] == "cancelled"

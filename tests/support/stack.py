@@ -124,6 +124,7 @@ class Stack:
         try:
             if self.mode == "embedded":
                 self._spawn("up", ["up"])
+                self._health["up"] = (["up"], {}, f"{self.base_url}/readyz")
                 self._wait_ready(f"{self.base_url}/readyz", "up")
             else:
                 asyncio.run(_create_database(self.database_name))
@@ -204,7 +205,7 @@ class Stack:
     def restart(self, name: str, *, kill: bool = True) -> None:
         """Stop the process `name` (SIGKILL by default, else SIGTERM), start it again, wait until it is ready.
 
-        Only processes with a health port can be restarted (`knowledge` today).
+        Only processes with a health port can be restarted: `knowledge` (distributed) and `up` (embedded).
         """
         args, env, health_url = self._health[name]
         proc = self.process(name)

@@ -19,7 +19,6 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-
 _PAGE_LIMIT = 100  # Dify's most documents per page
 
 

@@ -128,6 +128,14 @@ class JobCreate(_Strict):
                 raise ValueError("metadata names must be 1-255 characters")
         return metadata
 
+    @field_validator("keep")
+    @classmethod
+    def _keep_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name.strip() or len(name) > DOCUMENT_NAME_MAX or "\x00" in name:
+                raise ValueError(f"names must be 1-{DOCUMENT_NAME_MAX} characters")
+        return names
+
     @model_validator(mode="after")
     def _one_dataset(self) -> "JobCreate":
         if (self.dataset_id is None) == (self.dataset_name is None):
