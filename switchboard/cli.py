@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -81,7 +81,7 @@ def knowledge() -> None:
 
 @app.command()
 def ingest(
-    paths: list[Path] = typer.Argument(..., exists=True, readable=True, help="Files and folders (walked; hidden ones left out)."),
+    paths: Annotated[list[Path], typer.Argument(exists=True, readable=True, help="Files and folders (walked; hidden ones left out).")],
     target: str = typer.Option(..., "--target", "-t", help="Knowledge target: id or name."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset: id, or name (created when missing)."),
     sync: bool = typer.Option(False, "--sync", help="Also delete the documents whose files are gone."),

@@ -34,7 +34,7 @@ from rich.text import Text
 
 from switchboard_shared.knowledge.progress_models import FAILURES_LISTED, JobProgress
 
-from .ingest_files import FoundFiles, LocalFailure, SourceFile, find_files, job_chunks
+from .ingest_files import DOCUMENT_NAME_MAX, FoundFiles, LocalFailure, SourceFile, find_files, job_chunks
 from .knowledge_client import JOB_ENDED, KnowledgeAPIError, KnowledgeClient, Target, UploadPart
 
 #: Waits before submitting again when Dify's rate limit refused the dataset lookup (429).
@@ -239,7 +239,8 @@ class _Run:
 
     async def sync(self, names: list[str], tally: _Tally | None) -> JobProgress:
         """The job that deletes the documents whose files are gone (or, dry run, lists them)."""
-        fields = self._fields(documents=[], keep=sorted(names), sync=True, dry_run=self.options.dry_run)
+        keep = sorted(name for name in names if len(name) <= DOCUMENT_NAME_MAX)  # a longer one is in no dataset
+        fields = self._fields(documents=[], keep=keep, sync=True, dry_run=self.options.dry_run)
         job = await self.api.submit_json(fields)
         if tally is None:
             return job
@@ -294,7 +295,7 @@ def print_report(report: IngestReport, options: IngestOptions, console: Console)
         f"{report.total} documents: {report.completed} completed, {report.skipped} skipped, "
         f"{report.failed} failed (jobs: {jobs})"
     )
-    if report.total and report.skipped == report.total:
+    if report.total and report.skipped == report.total and not report.deletions:
         console.print("nothing to do: every document is already in the dataset, unchanged")
     if options.sync:
         if report.deletions:

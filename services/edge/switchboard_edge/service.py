@@ -25,6 +25,7 @@ class EdgeService:
         await self._server.start()
 
     async def stop(self) -> None:
+        self.state.knowledge_events.close()  # open event streams end now, not at the server's grace timeout
         await self._server.stop()
         await self.state.stop()
 

@@ -42,7 +42,6 @@ class EdgeState:
 
     async def stop(self) -> None:
         """Undo start()."""
-        self.knowledge_events.close()
         await self.catalog.stop()
         await self.dispatcher.drain()
         await self.tokens.stop()
