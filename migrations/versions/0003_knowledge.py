@@ -69,7 +69,7 @@ def upgrade() -> None:
     sa.Column('size', sa.BigInteger(), nullable=True),
     sa.Column('doc_metadata', sa.JSON(), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('action', sa.String(length=8), nullable=True),
+    sa.Column('action', sa.String(length=16), nullable=True),
     sa.Column('dify_document_id', sa.String(length=64), nullable=True),
     sa.Column('dify_batch', sa.String(length=64), nullable=True),
     sa.Column('work_batch', sa.Integer(), nullable=False),

@@ -7,30 +7,18 @@ import logging
 import time
 
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import UsageEvent
 from switchboard_shared.db import Database
+from switchboard_shared.db.errors import refused_as_data
 from switchboard_shared.settings import Settings
 from switchboard_shared.token_cache import invalidate_tokens
 
 from .recorder import record_batch
 
 log = logging.getLogger(__name__)
-
-
-def refused_as_data(exc: BaseException) -> bool:
-    """Whether the database refused the values themselves (not a connection or schema problem).
-
-    SQLSTATE class 22 (data exception) or 23 (integrity); the asyncpg driver reports
-    values it cannot even send (e.g. an int4 overflow) as a plain DBAPIError with 22000.
-    """
-    if isinstance(exc, (DataError, IntegrityError)):
-        return True
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) if isinstance(exc, DBAPIError) else None
-    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
 
 
 class AccountingService:

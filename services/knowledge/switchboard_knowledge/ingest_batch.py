@@ -73,6 +73,13 @@ class BatchRunner:
         if status is not None:
             log.info("knowledge job finished", extra={"job_id": job.id, "status": status})
 
+    async def fail_unsettled(self, work: IngestWork, reason: str) -> None:
+        """Fail whatever of `work` is not settled (its batch cannot be stored), then close the job if done."""
+        for doc in await self._unsettled(work.document_ids):
+            await self.states.failed(doc, reason)
+        async with self.db.session() as session, session.begin():
+            await finish_if_settled(session, work.job_id)
+
     async def _unsettled(self, ids: list[int]) -> list[KnowledgeDocument]:
         async with self.db.session() as session:
             rows = await session.scalars(

@@ -13,6 +13,7 @@ from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import IngestWork
 from switchboard_shared.db import Database
+from switchboard_shared.db.errors import refused_as_data
 from switchboard_shared.settings import Settings
 
 from .document_locks import DocumentLocks
@@ -93,9 +94,23 @@ class KnowledgeService:
             with contextlib.suppress(Exception):  # a closed channel requeues it anyway
                 await asyncio.shield(delivery.reject(requeue=True))
             raise
-        except Exception:
+        except Exception as exc:
+            if refused_as_data(exc) and await self._set_aside(work, exc):
+                await delivery.ack()
+                return
             log.exception("ingest batch failed; it goes back to the queue", extra={"job_id": work.job_id})
             await asyncio.sleep(_REQUEUE_PAUSE_SECONDS)
             await delivery.reject(requeue=True)
             return
         await delivery.ack()
+
+    async def _set_aside(self, work: IngestWork, exc: Exception) -> bool:
+        """The database refused a value of this batch: trying again would fail the same way and
+        hold the queue, so its unsettled documents fail with the reason instead (a retry can
+        take them up again). False if even that cannot be written."""
+        log.error("the database refused a value of an ingest batch; its documents are failed", extra={"job_id": work.job_id})
+        try:
+            await self.runner.fail_unsettled(work, f"the database refused a value while storing it ({type(exc).__name__})")
+        except Exception:
+            return False
+        return True

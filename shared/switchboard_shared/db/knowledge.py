@@ -141,7 +141,7 @@ class KnowledgeDocument(Base):
     # Per-document Dify metadata, merged over the job's.
     doc_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default=DocumentState.QUEUED)
-    action: Mapped[str | None] = mapped_column(String(8), nullable=True)  # create | update | delete | unchanged
+    action: Mapped[str | None] = mapped_column(String(16), nullable=True)  # create | update | delete | unchanged
     dify_document_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dify_batch: Mapped[str | None] = mapped_column(String(64), nullable=True)
     work_batch: Mapped[int] = mapped_column(Integer, default=0)  # which work message carries it
