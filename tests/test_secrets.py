@@ -222,7 +222,11 @@ def test_migrate_encrypts_a_legacy_plain_text_row_which_still_serves(
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def test_up_keeps_its_generated_secret_beside_the_database(
@@ -236,7 +240,11 @@ def test_up_keeps_its_generated_secret_beside_the_database(
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "up"], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_http(f"http://127.0.0.1:{port}/readyz", [("up", proc)], 60)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz", [("up", proc)], 60)
+        except BaseException:
+            _stop(proc)
+            raise
         return proc
 
     def chat(client_key: str) -> int:
