@@ -10,7 +10,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from switchboard_shared.logging import configure_logging
+from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
+
+from .secret_key import SecretKeyError, secret_box_for
 
 app = typer.Typer(no_args_is_help=True, help="Switchboard: one OpenAI-compatible API in front of Dify apps and LLM providers.")
 
@@ -24,6 +27,15 @@ def _settings(host: Optional[str] = None, port: Optional[int] = None) -> Setting
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     return settings
+
+
+def _secret_box(settings: Settings, *, generate: bool = False) -> SecretBox:
+    """The process's SecretBox, or one line on stderr and exit 2 (no traceback) when there is none."""
+    try:
+        return secret_box_for(settings, generate=generate)
+    except SecretKeyError as exc:
+        typer.echo(f"switchboard: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -42,25 +54,31 @@ PortOption = typer.Option(None, "--port", help="Edge listen port (default SB_EDG
 @app.command()
 def up(host: Optional[str] = HostOption, port: Optional[int] = PortOption) -> None:
     """Run every service in this process (embedded backends unless SB_* URLs say otherwise)."""
-    from .runner import SERVICE_NAMES, run
+    settings = _settings(host, port)
+    secrets = _secret_box(settings, generate=True)
+    from .runner import SERVICE_NAMES, run  # after the checks: a refusal should not wait for every import
 
-    _run(run(SERVICE_NAMES, _settings(host, port), migrate=True, bootstrap_admin=True))
+    _run(run(SERVICE_NAMES, settings, secrets, migrate=True, bootstrap_admin=True))
 
 
 @app.command()
 def edge(host: Optional[str] = HostOption, port: Optional[int] = PortOption) -> None:
     """Run the edge (the public HTTP API) alone."""
+    settings = _settings(host, port)
+    secrets = _secret_box(settings)
     from .runner import run
 
-    _run(run(["edge"], _settings(host, port)))
+    _run(run(["edge"], settings, secrets))
 
 
 @app.command("relay-worker")
 def relay_worker() -> None:
     """Run a relay worker alone (scale by running more)."""
+    settings = _settings()
+    secrets = _secret_box(settings)
     from .runner import run
 
-    _run(run(["relay-worker"], _settings()))
+    _run(run(["relay-worker"], settings, secrets))
 
 
 @app.command()
@@ -68,7 +86,7 @@ def accounting() -> None:
     """Run the accounting service alone."""
     from .runner import run
 
-    _run(run(["accounting"], _settings()))
+    _run(run(["accounting"], _settings(), None))
 
 
 @app.command()
@@ -127,11 +145,23 @@ def ingest(
 
 @app.command()
 def migrate() -> None:
-    """Apply the database migrations (SB_DATABASE_URL)."""
+    """Apply the database migrations (SB_DATABASE_URL), then encrypt upstream keys still in plain text."""
+    from .encrypt_legacy import encrypt_legacy_secrets_at
     from .migrate import upgrade
 
-    upgrade(_settings().database_url)
+    settings = _settings()
+    box: SecretBox | None = None
+    try:
+        box = secret_box_for(settings, generate=True)
+    except SecretKeyError as exc:
+        missing = str(exc)  # the schema upgrade needs no key; only the legacy sweep does
+    upgrade(settings.database_url)
     typer.echo("migrations applied")
+    if box is None:
+        typer.echo(f"switchboard: plain-text upstream keys were not encrypted. {missing}; then run `switchboard migrate` again", err=True)
+        return
+    encrypted = asyncio.run(encrypt_legacy_secrets_at(settings.database_url, box))
+    typer.echo(f"upstream keys encrypted: {encrypted}")
 
 
 if __name__ == "__main__":  # pragma: no cover

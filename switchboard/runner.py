@@ -16,21 +16,35 @@ from switchboard_relay.worker import RelayWorker
 from switchboard_shared.backends import backends_from_settings
 from switchboard_shared.db import Database, SystemSetting
 from switchboard_shared.keys import generate_key, hash_key
+from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.service import HealthService, Service, run_until_signalled
 from switchboard_shared.settings import Settings
 
+from .encrypt_legacy import encrypt_legacy_secrets
 from .migrate import upgrade
 
 SERVICE_NAMES = ("accounting", "relay-worker", "knowledge", "edge")
 
 
-async def run(names: Sequence[str], settings: Settings, *, migrate: bool = False, bootstrap_admin: bool = False) -> None:
-    """Run the named services in this process until SIGINT/SIGTERM."""
+async def run(
+    names: Sequence[str],
+    settings: Settings,
+    secrets: SecretBox | None,
+    *,
+    migrate: bool = False,
+    bootstrap_admin: bool = False,
+) -> None:
+    """Run the named services in this process until SIGINT/SIGTERM.
+
+    `secrets` encrypts upstream keys; the edge and relay worker need it, accounting does not.
+    """
     if migrate:
         await asyncio.to_thread(upgrade, settings.database_url)
     db = Database(settings.database_url)
     backends = backends_from_settings(settings)
     try:
+        if migrate and secrets is not None:
+            await encrypt_legacy_secrets(db, secrets)
         if bootstrap_admin and not settings.admin_key:
             await ensure_admin_key(db)
         await backends.open()
@@ -42,7 +56,8 @@ async def run(names: Sequence[str], settings: Settings, *, migrate: bool = False
             if settings.accounting_health_port:
                 services.append(HealthService(accounting, settings.edge_host, settings.accounting_health_port))
         if "relay-worker" in names:
-            relay = RelayWorker(settings, backends, db)
+            assert secrets is not None
+            relay = RelayWorker(settings, backends, db, secrets)
             services.append(relay)
             if settings.relay_health_port:
                 services.append(HealthService(relay, settings.edge_host, settings.relay_health_port))
@@ -52,7 +67,8 @@ async def run(names: Sequence[str], settings: Settings, *, migrate: bool = False
             if settings.knowledge_health_port:
                 services.append(HealthService(knowledge, settings.edge_host, settings.knowledge_health_port))
         if "edge" in names:
-            services.append(EdgeService(settings, backends, db))
+            assert secrets is not None
+            services.append(EdgeService(settings, backends, db, secrets))
         await run_until_signalled(services)
     finally:
         await backends.close()

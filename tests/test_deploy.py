@@ -110,7 +110,7 @@ def assert_valid_cli_invocation(argv: list[str], where: str) -> None:
 
 
 def test_compose_config_is_valid_and_names_every_service() -> None:
-    result = compose_config(clean_env(SB_ADMIN_KEY="sk-admin-compose-test"))
+    result = compose_config(clean_env(SB_ADMIN_KEY="sk-admin-compose-test", SB_SECRET_KEY="compose-test-secret"))
     assert result.returncode == 0, f"compose config failed:\n{result.stderr}"
     config = yaml.safe_load(result.stdout)
     services = set(config["services"])
@@ -121,12 +121,21 @@ def test_compose_config_is_valid_and_names_every_service() -> None:
         assert env["SB_DATABASE_URL"].startswith("postgresql+asyncpg://"), name
         assert env["SB_AMQP_URL"].startswith("amqp://"), name
         assert env["SB_REDIS_URL"].startswith("redis://"), name
+    for name in ("edge", "relay-worker", "migrate"):  # they read or write upstream keys
+        assert config["services"][name]["environment"]["SB_SECRET_KEY"] == "compose-test-secret", name
+    assert "SB_SECRET_KEY" not in config["services"]["accounting"]["environment"]
 
 
 def test_compose_config_requires_admin_key() -> None:
-    result = compose_config(clean_env())
+    result = compose_config(clean_env(SB_SECRET_KEY="compose-test-secret"))
     assert result.returncode != 0, "compose config must refuse to run without SB_ADMIN_KEY"
     assert "SB_ADMIN_KEY" in result.stderr
+
+
+def test_compose_config_requires_secret_key() -> None:
+    result = compose_config(clean_env(SB_ADMIN_KEY="sk-admin-compose-test"))
+    assert result.returncode != 0, "compose config must refuse to run without SB_SECRET_KEY"
+    assert "SB_SECRET_KEY" in result.stderr
 
 
 def test_compose_stack_shape() -> None:

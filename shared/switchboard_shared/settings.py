@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_URL = "memory://"
@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     redis_url: str = EMBEDDED_URL
     queue_prefix: str = Field("sb.", description="Prefix of every RabbitMQ queue name.")
     redis_prefix: str = Field("sb:", description="Prefix of every Redis key and pub/sub channel.")
+
+    # Secrets
+    secret_key: SecretStr | None = Field(
+        None,
+        description="The secret string upstream keys are encrypted with (HKDF → Fernet). "
+        "Unset: `switchboard up` keeps a generated one beside its SQLite database; the distributed services refuse to start.",
+    )
 
     # Edge
     admin_key: str | None = None

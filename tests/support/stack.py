@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -118,7 +119,8 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         if self.mode == "distributed":
-            env.update(SB_AMQP_URL=AMQP_URL, SB_REDIS_URL=REDIS_URL)
+            # Embedded stacks leave it unset: `switchboard up` generates secret.key beside the database.
+            env.update(SB_AMQP_URL=AMQP_URL, SB_REDIS_URL=REDIS_URL, SB_SECRET_KEY=secrets.token_urlsafe(32))
         env.update(self.extra_env)
         self._env = env
         try:
@@ -179,7 +181,7 @@ class Stack:
         self._procs.append((name, proc))
 
     def _run_once(self, args: list[str]) -> None:
-        result = subprocess.run(self._command(args), env=self._env, cwd=self.workdir, capture_output=True, timeout=120)
+        result = self.cli(*args)
         if result.returncode != 0:
             raise RuntimeError(f"switchboard {' '.join(args)} failed:\n{result.stderr.decode()[-4000:]}")
 
@@ -190,6 +192,12 @@ class Stack:
             raise type(exc)(f"{name}: {exc}\n{self.logs()}") from None
 
     # --- helpers for tests --------------------------------------------------------------------
+    def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """Run `switchboard <args>` once with this stack's settings (e.g. `migrate`) and wait for it."""
+        return subprocess.run(
+            self._command(list(args)), env=self._env, cwd=self.workdir, capture_output=True, timeout=120, check=False
+        )
+
     def logs(self, name: str | None = None) -> str:
         """The captured output of the processes (all, or those named `name`)."""
         parts = []
@@ -237,14 +245,16 @@ class Stack:
         return response.json()
 
     async def query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
-        """Rows of a SQL query against this stack's database (`$1`-style params on Postgres, `?` on SQLite)."""
+        """Rows of a SQL statement against this stack's database, committed (`$1`-style params on Postgres, `?` on SQLite)."""
         if self.mode == "embedded":
             import aiosqlite
 
             async with aiosqlite.connect(self.workdir / "switchboard.db") as conn:
                 conn.row_factory = aiosqlite.Row
                 async with conn.execute(sql, params) as cursor:
-                    return [dict(row) for row in await cursor.fetchall()]
+                    rows = [dict(row) for row in await cursor.fetchall()]
+                await conn.commit()  # a write (a test's INSERT) must outlive the connection, as on Postgres
+                return rows
         import asyncpg
 
         conn = await asyncpg.connect(self.database_url.replace("+asyncpg", ""))

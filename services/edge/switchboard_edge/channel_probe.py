@@ -12,8 +12,10 @@ from switchboard_shared.dify_app_info import DifyAppInfoError, fetch_app_info
 from switchboard_shared.errors import OpenAIError
 
 
-async def probe_channel(channel: Channel) -> dict[str, Any] | None:
+async def probe_channel(channel: Channel, api_key: str) -> dict[str, Any] | None:
     """Facts to store in `channels.info`, or None when the channel type has nothing to learn.
+
+    `api_key` is the channel's key in plain text (the row holds it encrypted).
 
     A Dify channel without configured models needs its app name as its model
     name, so failing to read it is a 400; with models configured, the failure is
@@ -22,7 +24,7 @@ async def probe_channel(channel: Channel) -> dict[str, Any] | None:
     if channel.type != "dify":
         return None
     try:
-        return await fetch_app_info(channel.base_url, channel.api_key)
+        return await fetch_app_info(channel.base_url, api_key)
     except DifyAppInfoError as exc:
         if not channel.models:
             raise OpenAIError(

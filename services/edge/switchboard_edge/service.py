@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.db import Database
+from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.service import HttpServer
 from switchboard_shared.settings import Settings
 
@@ -16,8 +17,8 @@ class EdgeService:
 
     name = "edge"
 
-    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
-        self.state = EdgeState(settings, backends, db)
+    def __init__(self, settings: Settings, backends: Backends, db: Database, secrets: SecretBox) -> None:
+        self.state = EdgeState(settings, backends, db, secrets)
         self._server = HttpServer(create_app(self.state), settings.edge_host, settings.edge_port)
 
     async def start(self) -> None:

@@ -6,6 +6,7 @@ import uuid
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.db import Database
+from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
 from .auth import AdminAuthenticator, TokenAuthenticator
@@ -16,10 +17,11 @@ from .replies import ReplyRouter
 
 
 class EdgeState:
-    """Everything the routes use: auth, the model catalog, the job dispatcher."""
+    """Everything the routes use: auth, the model catalog, the job dispatcher, the SecretBox for upstream keys."""
 
-    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
+    def __init__(self, settings: Settings, backends: Backends, db: Database, secrets: SecretBox) -> None:
         self.settings, self.backends, self.db = settings, backends, db
+        self.secrets = secrets
         self.edge_id = uuid.uuid4().hex[:12]
         self.router = ReplyRouter(backends.pubsub, backends.reply_channel(self.edge_id))
         self.dispatcher = JobDispatcher(

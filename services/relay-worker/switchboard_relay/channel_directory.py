@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from sqlalchemy import select
 
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel, Database
+from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from .channels.base import ChannelConfig
+
+log = logging.getLogger(__name__)
 
 # Reload at least this often even without a version bump (a safety net).
 _MAX_AGE_SECONDS = 30.0
@@ -20,11 +24,14 @@ class ChannelDirectory:
     """Enabled channels by model name.
 
     Jobs carry the configuration version the edge saw; a newer one than ours
-    means an admin changed channels, so we reload before choosing.
+    means an admin changed channels, so we reload before choosing. Keys are
+    decrypted here, once per load; a channel whose key this process cannot
+    decrypt (another SB_SECRET_KEY) is left out, and logged, so the others serve.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, secrets: SecretBox) -> None:
         self._db = db
+        self._secrets = secrets
         self._by_model: dict[str, list[ChannelConfig]] = {}
         self._version = -1
         self._loaded_at = 0.0
@@ -44,12 +51,20 @@ class ChannelDirectory:
                 rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)))).all()
             by_model: dict[str, list[ChannelConfig]] = {}
             for row in rows:
+                try:
+                    api_key = self._secrets.decrypt(row.api_key)
+                except SecretDecryptError:
+                    log.error(
+                        "channel skipped: its api_key cannot be decrypted with this SB_SECRET_KEY",
+                        extra={"channel_id": row.id},
+                    )
+                    continue
                 config = ChannelConfig(
                     id=row.id,
                     name=row.name,
                     type=row.type,
                     base_url=row.base_url,
-                    api_key=row.api_key,
+                    api_key=api_key,
                     models=tuple(row.models or ()),
                     options=dict(row.options or {}),
                     info=dict(row.info or {}),

@@ -16,6 +16,7 @@ from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import CancelNotice, ChatJob, UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.errors import OpenAIError
+from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
 from .channel_directory import ChannelDirectory
@@ -32,11 +33,11 @@ _CANCEL_MEMORY = 10_000
 
 
 class RelayWorker:
-    """Owns one worker process's consumers, HTTP pool and in-flight jobs."""
+    """Owns one worker process's consumers, HTTP pool and in-flight jobs; `secrets` decrypts channel keys."""
 
     name = "relay-worker"
 
-    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
+    def __init__(self, settings: Settings, backends: Backends, db: Database, secrets: SecretBox) -> None:
         self.settings = settings
         self.backends = backends
         self.db = db
@@ -54,7 +55,7 @@ class RelayWorker:
             key_prefix=backends.redis_prefix,
             idle_timeout_seconds=settings.upstream_read_timeout_seconds,
         )
-        self.runner = JobRunner(ChannelDirectory(db), build_adaptors(context), settings.relay_max_attempts)
+        self.runner = JobRunner(ChannelDirectory(db, secrets), build_adaptors(context), settings.relay_max_attempts)
 
     async def start(self) -> None:
         """Subscribe to cancels and start consuming every configured family."""

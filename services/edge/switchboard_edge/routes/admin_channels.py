@@ -8,6 +8,7 @@ from sqlalchemy import select
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel
 from switchboard_shared.errors import OpenAIError
+from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from ..channel_probe import probe_channel
 from ..schemas.admin import ChannelCreate, ChannelOut, ChannelUpdate
@@ -17,19 +18,14 @@ from .validation import parse
 router = APIRouter(prefix="/api/channels", dependencies=[Depends(require_admin)])
 
 
-def mask(secret: str) -> str:
-    """Enough of a key to recognise it, never the key."""
-    return f"{secret[:4]}…{secret[-4:]}" if len(secret) > 12 else "…"
-
-
-def channel_out(channel: Channel) -> ChannelOut:
-    """A channel as the admin API shows it."""
+def channel_out(channel: Channel, secrets: SecretBox) -> ChannelOut:
+    """A channel as the admin API shows it (the key masked)."""
     return ChannelOut(
         id=channel.id,
         name=channel.name,
         type=channel.type,
         base_url=channel.base_url,
-        api_key=mask(channel.api_key),
+        api_key=secrets.masked(channel.api_key),
         models=list(channel.models or []),
         served_models=served_models(channel.models or (), channel.info),
         priority=channel.priority,
@@ -48,27 +44,31 @@ async def create_channel(request: Request) -> ChannelOut:
     """Add a channel."""
     edge = edge_of(request)
     data = parse(ChannelCreate, await json_object(request))
-    channel = Channel(**{**data.model_dump(), "base_url": str(data.base_url).rstrip("/")})
-    channel.info = await probe_channel(channel)
+    channel = Channel(
+        **{**data.model_dump(), "base_url": str(data.base_url).rstrip("/"), "api_key": edge.secrets.encrypt(data.api_key)}
+    )
+    channel.info = await probe_channel(channel, data.api_key)
     async with edge.db.session() as session, session.begin():
         session.add(channel)
     await edge.catalog.changed()
-    return channel_out(channel)
+    return channel_out(channel, edge.secrets)
 
 
 @router.get("")
 async def list_channels(request: Request) -> dict[str, list[ChannelOut]]:
     """All channels."""
-    async with edge_of(request).db.session() as session:
+    edge = edge_of(request)
+    async with edge.db.session() as session:
         rows = (await session.scalars(select(Channel).order_by(Channel.id))).all()
-    return {"data": [channel_out(c) for c in rows]}
+    return {"data": [channel_out(c, edge.secrets) for c in rows]}
 
 
 @router.get("/{channel_id}")
 async def get_channel(channel_id: int, request: Request) -> ChannelOut:
     """One channel."""
-    async with edge_of(request).db.session() as session:
-        return channel_out(await get_or_404(session, Channel, channel_id))
+    edge = edge_of(request)
+    async with edge.db.session() as session:
+        return channel_out(await get_or_404(session, Channel, channel_id), edge.secrets)
 
 
 @router.patch("/{channel_id}")
@@ -81,14 +81,30 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             raise OpenAIError(400, f"'{field}' cannot be null.", code="invalid_request", param=field)
     if "base_url" in changes:
         changes["base_url"] = str(changes["base_url"]).rstrip("/")
+    new_key: str | None = changes.get("api_key")
+    if new_key is not None:
+        changes["api_key"] = edge.secrets.encrypt(new_key)
     async with edge.db.session() as session, session.begin():
         channel = await get_or_404(session, Channel, channel_id)
         for field, value in changes.items():
             setattr(channel, field, value)
         if changes.keys() & {"type", "base_url", "api_key", "options"}:
-            channel.info = await probe_channel(channel)
+            channel.info = await probe_channel(channel, new_key if new_key is not None else _stored_key(channel, edge.secrets))
     await edge.catalog.changed()
-    return channel_out(channel)
+    return channel_out(channel, edge.secrets)
+
+
+def _stored_key(channel: Channel, secrets: SecretBox) -> str:
+    """The channel's key in plain text, or a 409 when this SB_SECRET_KEY cannot decrypt it."""
+    try:
+        return secrets.decrypt(channel.api_key)
+    except SecretDecryptError:
+        raise OpenAIError(
+            409,
+            "The channel's stored api_key cannot be decrypted with this SB_SECRET_KEY; send a new 'api_key' with this change.",
+            code="api_key_undecryptable",
+            param="api_key",
+        ) from None
 
 
 @router.delete("/{channel_id}")

@@ -27,7 +27,7 @@ class ChannelConfig:
     name: str
     type: str
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)  # plain text, in memory only: never in a repr or a log line
     models: tuple[str, ...]
     options: dict[str, Any]
     info: dict[str, Any]
