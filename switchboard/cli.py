@@ -92,9 +92,11 @@ def accounting() -> None:
 @app.command()
 def knowledge() -> None:
     """Run the knowledge service (bulk ingestion into Dify datasets) alone."""
+    settings = _settings()
+    secrets = _secret_box(settings)
     from .runner import run
 
-    _run(run(["knowledge"], _settings()))
+    _run(run(["knowledge"], settings, secrets))
 
 
 @app.command()

@@ -10,13 +10,13 @@ import logging
 
 from sqlalchemy import select, update
 
-from switchboard_shared.db import Base, Channel, Database
+from switchboard_shared.db import Base, Channel, Database, KnowledgeTarget
 from switchboard_shared.secret_box import ENCRYPTED_PREFIX, SecretBox
 
 log = logging.getLogger(__name__)
 
 #: Every (table, column) holding an upstream secret. A new one is one more line here.
-SECRET_COLUMNS: tuple[tuple[type[Base], str], ...] = ((Channel, "api_key"),)
+SECRET_COLUMNS: tuple[tuple[type[Base], str], ...] = ((Channel, "api_key"), (KnowledgeTarget, "api_key"))
 
 
 async def encrypt_legacy_secrets(db: Database, box: SecretBox) -> int:

@@ -36,7 +36,7 @@ async def run(
 ) -> None:
     """Run the named services in this process until SIGINT/SIGTERM.
 
-    `secrets` encrypts upstream keys; the edge and relay worker need it, accounting does not.
+    `secrets` encrypts upstream keys; the edge, relay worker and knowledge need it, accounting does not.
     """
     if migrate:
         await asyncio.to_thread(upgrade, settings.database_url)
@@ -62,7 +62,8 @@ async def run(
             if settings.relay_health_port:
                 services.append(HealthService(relay, settings.edge_host, settings.relay_health_port))
         if "knowledge" in names:
-            knowledge = KnowledgeService(settings, backends, db)
+            assert secrets is not None
+            knowledge = KnowledgeService(settings, backends, db, secrets)
             services.append(knowledge)
             if settings.knowledge_health_port:
                 services.append(HealthService(knowledge, settings.edge_host, settings.knowledge_health_port))

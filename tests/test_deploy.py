@@ -121,7 +121,7 @@ def test_compose_config_is_valid_and_names_every_service() -> None:
         assert env["SB_DATABASE_URL"].startswith("postgresql+asyncpg://"), name
         assert env["SB_AMQP_URL"].startswith("amqp://"), name
         assert env["SB_REDIS_URL"].startswith("redis://"), name
-    for name in ("edge", "relay-worker", "migrate"):  # they read or write upstream keys
+    for name in ("edge", "relay-worker", "knowledge", "migrate"):  # they read or write upstream keys
         assert config["services"][name]["environment"]["SB_SECRET_KEY"] == "compose-test-secret", name
     assert "SB_SECRET_KEY" not in config["services"]["accounting"]["environment"]
 

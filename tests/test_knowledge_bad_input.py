@@ -47,10 +47,12 @@ def test_bad_targets(kb: KnowledgeSetup) -> None:
         assert_openai_error(client.post("/api/knowledge/jobs", json={}), 401)
 
 
-def test_targets_show_their_key_masked_and_can_change(kb: KnowledgeSetup) -> None:
+async def test_targets_keep_their_key_encrypted_and_show_it_masked(kb: KnowledgeSetup) -> None:
+    [stored] = await query(kb.stack, "SELECT api_key FROM knowledge_targets WHERE id = $1", kb.target["id"])
+    assert stored["api_key"].startswith("enc:v1:") and kb.key not in stored["api_key"]
     with kb.admin() as client:
         shown = client.get(f"/api/knowledge/targets/{kb.target['id']}").json()
-        assert kb.key not in orjson.dumps(shown).decode() and shown["api_key"].startswith("dataset-")
+        assert kb.key not in orjson.dumps(shown).decode() and shown["api_key"] == f"data…{kb.key[-4:]}"
         listed = client.get("/api/knowledge/targets").json()["data"]
         assert kb.key not in orjson.dumps(listed).decode()
         changed = client.patch(f"/api/knowledge/targets/{kb.target['id']}", json={"rate_limit_per_minute": 90})

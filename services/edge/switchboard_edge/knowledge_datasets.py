@@ -20,8 +20,8 @@ from switchboard_shared.knowledge.dify_dataset_client import (
     DifyRejected,
 )
 from switchboard_shared.knowledge.rate import before_counted_call
-from switchboard_shared.knowledge.target_keys import open_target_key
 from switchboard_shared.ratelimit import RateLimiter
+from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from .schemas.knowledge import JobCreate
 
@@ -37,9 +37,17 @@ class ResolvedDataset:
     created: bool
 
 
-def target_client(http: httpx.AsyncClient, target: KnowledgeTarget) -> DifyDatasetClient:
-    """The dataset API of a target."""
-    return DifyDatasetClient(http, target.base_url, open_target_key(target.api_key))
+def target_key(target: KnowledgeTarget, secrets: SecretBox) -> str:
+    """The target's key in plain text, or a 409 when this SB_SECRET_KEY cannot decrypt it."""
+    try:
+        return secrets.decrypt(target.api_key)
+    except SecretDecryptError:
+        raise OpenAIError(
+            409,
+            f"Knowledge target {target.id}'s stored api_key cannot be decrypted with this SB_SECRET_KEY; PATCH a new 'api_key'.",
+            code="api_key_undecryptable",
+            param="api_key",
+        ) from None
 
 
 def dify_failure(exc: DifyError, target: KnowledgeTarget) -> OpenAIError:
@@ -49,10 +57,10 @@ def dify_failure(exc: DifyError, target: KnowledgeTarget) -> OpenAIError:
     return OpenAIError(502, f"Knowledge target {target.id} ({target.base_url}): {exc.message}", code="knowledge_target_error")
 
 
-async def resolve_dataset(target: KnowledgeTarget, job: JobCreate, limiter: RateLimiter) -> ResolvedDataset:
+async def resolve_dataset(target: KnowledgeTarget, job: JobCreate, limiter: RateLimiter, secrets: SecretBox) -> ResolvedDataset:
     """The dataset `job` names on `target`: 404 when `dataset_id` is unknown; `dataset_name` is created if missing."""
     async with httpx.AsyncClient(timeout=DIFY_ADMIN_TIMEOUT_SECONDS) as http:
-        client = target_client(http, target)
+        client = DifyDatasetClient(http, target.base_url, target_key(target, secrets))
         try:
             if job.dataset_id is not None:
                 dataset_id = job.dataset_uuid()

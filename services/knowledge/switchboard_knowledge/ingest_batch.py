@@ -27,8 +27,8 @@ from switchboard_shared.db import (
 from switchboard_shared.knowledge.dify_dataset_client import DifyDatasetClient, DifyError
 from switchboard_shared.knowledge.job_lifecycle import finish_if_settled
 from switchboard_shared.knowledge.options import JobOptions
-from switchboard_shared.knowledge.target_keys import open_target_key
 from switchboard_shared.ratelimit import RateLimiter
+from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 from switchboard_shared.settings import Settings
 
 from .document_locks import DocumentLocks
@@ -46,9 +46,11 @@ class BatchRunner:
     """Runs work messages for one knowledge process (shared HTTP pools, locks and limiter)."""
 
     def __init__(
-        self, settings: Settings, db: Database, limiter: RateLimiter, http: httpx.AsyncClient, urls: UrlFetcher, locks: DocumentLocks
+        self, settings: Settings, db: Database, limiter: RateLimiter, http: httpx.AsyncClient, urls: UrlFetcher,
+        locks: DocumentLocks, secrets: SecretBox,
     ) -> None:
         self.settings, self.db, self.limiter, self.http, self.urls, self.locks = settings, db, limiter, http, urls, locks
+        self.secrets = secrets
         self.states = DocumentStates(db)
 
     async def run(self, work: IngestWork) -> None:
@@ -96,9 +98,15 @@ class BatchRunner:
             for doc in docs:
                 await self.states.failed(doc, f"knowledge target {job.target_id} was deleted")
             return
+        try:
+            api_key = self.secrets.decrypt(target.api_key)
+        except SecretDecryptError:
+            for doc in docs:
+                await self.states.failed(doc, f"knowledge target {target.id}'s key cannot be decrypted with this SB_SECRET_KEY")
+            return
         await self.states.job_started(job.id)
         options = JobOptions.model_validate(job.options)
-        client = DifyDatasetClient(self.http, target.base_url, open_target_key(target.api_key))
+        client = DifyDatasetClient(self.http, target.base_url, api_key)
         upload = DocumentUpload(client, self.limiter, target, job.dataset_id, options)
         watch = IndexingWatch(
             client, self.states, target.id, job.dataset_id,

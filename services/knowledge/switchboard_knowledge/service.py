@@ -14,6 +14,7 @@ from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import IngestWork
 from switchboard_shared.db import Database
 from switchboard_shared.db.errors import refused_as_data
+from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
 from .document_locks import DocumentLocks
@@ -32,7 +33,7 @@ class KnowledgeService:
 
     name = "knowledge"
 
-    def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
+    def __init__(self, settings: Settings, backends: Backends, db: Database, secrets: SecretBox) -> None:
         self.settings, self.backends, self.db = settings, backends, db
         self._consumer: Consumer | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -47,7 +48,7 @@ class KnowledgeService:
             timeout_seconds=settings.knowledge_url_timeout_seconds,
             allow_private=settings.knowledge_allow_private_urls,
         )
-        self.runner = BatchRunner(settings, db, backends.rate_limiter, self.http, self.urls, DocumentLocks(db))
+        self.runner = BatchRunner(settings, db, backends.rate_limiter, self.http, self.urls, DocumentLocks(db), secrets)
         self.recovery = RecoverySweep(db, backends, settings.knowledge_batch_size)
 
     async def start(self) -> None:

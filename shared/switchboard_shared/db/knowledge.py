@@ -85,7 +85,7 @@ class KnowledgeTarget(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     base_url: Mapped[str] = mapped_column(String(512))
-    api_key: Mapped[str] = mapped_column(Text)  # encrypted: see switchboard_shared.knowledge.target_keys
+    api_key: Mapped[str] = mapped_column(Text)  # encrypted with SB_SECRET_KEY (secret_box.py), as channel keys
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
 

@@ -102,7 +102,7 @@ async def create_job(request: Request) -> JSONResponse:
         raise OpenAIError(400, "The job has no documents: give 'documents' or upload files.", code="empty_documents", param="documents")
     async with edge.db.session() as session:
         target = await get_or_404(session, KnowledgeTarget, job.target_id)
-    dataset = await resolve_dataset(target, job, edge.backends.rate_limiter)
+    dataset = await resolve_dataset(target, job, edge.backends.rate_limiter, edge.secrets)
     async with edge.db.session() as session, session.begin():
         row = await store_job(
             session, job, files, dataset,

@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from switchboard_shared.db import JobStatus, KnowledgeDatasetDocument, KnowledgeJob, KnowledgeTarget
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.knowledge.dify_dataset_client import DifyDatasetClient, DifyNotFound, DifyRejected, DifyUnavailable
-from switchboard_shared.knowledge.target_keys import mask_target_key, open_target_key, seal_target_key
+from switchboard_shared.secret_box import SecretBox
 
-from ..knowledge_datasets import DIFY_ADMIN_TIMEOUT_SECONDS
+from ..knowledge_datasets import DIFY_ADMIN_TIMEOUT_SECONDS, target_key
 from ..schemas.knowledge import TargetCreate, TargetOut, TargetUpdate
 from .deps import edge_of, get_or_404, json_object, require_admin
 from .validation import parse
@@ -20,13 +20,13 @@ from .validation import parse
 router = APIRouter(prefix="/api/knowledge/targets", dependencies=[Depends(require_admin)])
 
 
-def target_out(target: KnowledgeTarget) -> TargetOut:
+def target_out(target: KnowledgeTarget, secrets: SecretBox) -> TargetOut:
     """A target as the admin API shows it (the key masked)."""
     return TargetOut(
         id=target.id,
         name=target.name,
         base_url=target.base_url,
-        api_key=mask_target_key(open_target_key(target.api_key)),
+        api_key=secrets.masked(target.api_key),
         rate_limit_per_minute=target.rate_limit_per_minute,
         created_at=target.created_at,
     )
@@ -55,7 +55,7 @@ async def create_target(request: Request) -> TargetOut:
     data = parse(TargetCreate, await json_object(request))
     await check_target_key(str(data.base_url), data.api_key)
     target = KnowledgeTarget(
-        name=data.name, base_url=str(data.base_url), api_key=seal_target_key(data.api_key),
+        name=data.name, base_url=str(data.base_url), api_key=edge.secrets.encrypt(data.api_key),
         rate_limit_per_minute=data.rate_limit_per_minute,
     )
     try:
@@ -63,22 +63,24 @@ async def create_target(request: Request) -> TargetOut:
             session.add(target)
     except IntegrityError:
         raise _duplicate_name(data.name) from None
-    return target_out(target)
+    return target_out(target, edge.secrets)
 
 
 @router.get("")
 async def list_targets(request: Request) -> dict[str, list[TargetOut]]:
     """All targets."""
-    async with edge_of(request).db.session() as session:
+    edge = edge_of(request)
+    async with edge.db.session() as session:
         rows = (await session.scalars(select(KnowledgeTarget).order_by(KnowledgeTarget.id))).all()
-    return {"data": [target_out(t) for t in rows]}
+    return {"data": [target_out(t, edge.secrets) for t in rows]}
 
 
 @router.get("/{target_id}")
 async def get_target(target_id: int, request: Request) -> TargetOut:
     """One target."""
-    async with edge_of(request).db.session() as session:
-        return target_out(await get_or_404(session, KnowledgeTarget, target_id))
+    edge = edge_of(request)
+    async with edge.db.session() as session:
+        return target_out(await get_or_404(session, KnowledgeTarget, target_id), edge.secrets)
 
 
 @router.patch("/{target_id}")
@@ -92,11 +94,11 @@ async def update_target(target_id: int, request: Request) -> TargetOut:
     async with edge.db.session() as session:
         target = await get_or_404(session, KnowledgeTarget, target_id)
     if changes.keys() & {"base_url", "api_key"}:
-        await check_target_key(str(changes.get("base_url", target.base_url)), changes.get("api_key") or open_target_key(target.api_key))
+        await check_target_key(str(changes.get("base_url", target.base_url)), changes.get("api_key") or target_key(target, edge.secrets))
     if "base_url" in changes:
         changes["base_url"] = str(changes["base_url"])
     if "api_key" in changes:
-        changes["api_key"] = seal_target_key(changes["api_key"])
+        changes["api_key"] = edge.secrets.encrypt(changes["api_key"])
     try:
         async with edge.db.session() as session, session.begin():
             target = await get_or_404(session, KnowledgeTarget, target_id)
@@ -104,7 +106,7 @@ async def update_target(target_id: int, request: Request) -> TargetOut:
                 setattr(target, name, value)
     except IntegrityError:
         raise _duplicate_name(changes.get("name", "")) from None
-    return target_out(target)
+    return target_out(target, edge.secrets)
 
 
 @router.delete("/{target_id}")
