@@ -110,16 +110,17 @@ class DocumentStates:
             await self._set(session, doc, state=DocumentState.FAILED, error=error[:4000], finished_at=utcnow())
         doc.state = DocumentState.FAILED
 
-    async def registered(self, target_id: int, dataset_id: str, name: str) -> KnowledgeDatasetDocument | None:
-        """What Switchboard put into the dataset under `name` before, if anything."""
+    async def registered(self, target_id: int, dataset_id: str, names: list[str]) -> dict[str, KnowledgeDatasetDocument]:
+        """What Switchboard put into the dataset under these names before, by name (one query for a batch)."""
         async with self.db.session() as session:
-            return await session.scalar(
+            rows = await session.scalars(
                 select(KnowledgeDatasetDocument).where(
                     KnowledgeDatasetDocument.target_id == target_id,
                     KnowledgeDatasetDocument.dataset_id == dataset_id,
-                    KnowledgeDatasetDocument.name == name,
+                    KnowledgeDatasetDocument.name.in_(names),
                 )
             )
+            return {row.name: row for row in rows}
 
     async def content(self, doc_id: int) -> bytes | None:
         """The stored bytes of a text or file document."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 from sqlalchemy import select
@@ -19,10 +20,12 @@ from switchboard_shared.db import (
     Database,
     DocumentState,
     JobStatus,
+    KnowledgeDatasetDocument,
     KnowledgeDocument,
     KnowledgeJob,
     KnowledgeTarget,
     Operation,
+    SourceKind,
 )
 from switchboard_shared.knowledge.dify_dataset_client import DifyDatasetClient, DifyError
 from switchboard_shared.knowledge.job_lifecycle import finish_if_settled
@@ -40,6 +43,24 @@ from .sources import SourceError, UrlFetcher, load_content
 from .sync import remove_from_dataset
 
 log = logging.getLogger(__name__)
+
+#: How often a running batch reads its job's status to notice a cancel.
+_CANCEL_CHECK_SECONDS = 0.5
+
+
+class _CancelCheck:
+    """Whether the job was cancelled, read from the database at most every `_CANCEL_CHECK_SECONDS`."""
+
+    def __init__(self, states: DocumentStates, job_id: int) -> None:
+        self.states, self.job_id = states, job_id
+        self._checked_at = -_CANCEL_CHECK_SECONDS
+        self._cancelled = False
+
+    async def __call__(self) -> bool:
+        if not self._cancelled and time.monotonic() - self._checked_at >= _CANCEL_CHECK_SECONDS:
+            self._cancelled = await self.states.job_status(self.job_id) == JobStatus.CANCELLED
+            self._checked_at = time.monotonic()
+        return self._cancelled
 
 
 class BatchRunner:
@@ -115,18 +136,20 @@ class BatchRunner:
         )
         watching = asyncio.create_task(watch.run())
         written: list[KnowledgeDocument] = []
+        known = await self.states.registered(job.target_id, job.dataset_id, [d.name for d in docs])
+        cancelled = _CancelCheck(self.states, job.id)
         try:
             for doc in docs:
                 if doc.state == DocumentState.INDEXING:
                     watch.add(doc)  # its id is recorded: only indexing is left
                     continue
-                if doc.state == DocumentState.QUEUED and await self.states.job_status(job.id) == JobStatus.CANCELLED:
+                if doc.state == DocumentState.QUEUED and await cancelled():
                     await self.states.skipped(doc, "cancelled")
                     continue
                 try:
                     if doc.operation == Operation.DELETE:
                         await remove_from_dataset(doc, upload, self.states)
-                    elif await self._put(doc, upload, job):
+                    elif await self._put(doc, upload, job, known.get(doc.name)):
                         written.append(doc)
                         watch.add(doc)
                 except (SourceError, DifyError) as exc:
@@ -151,13 +174,21 @@ class BatchRunner:
             for doc in targets:
                 await self.states.failed(doc, f"its metadata could not be set: {exc.message}")
 
-    async def _put(self, doc: KnowledgeDocument, upload: DocumentUpload, job: KnowledgeJob) -> bool:
+    async def _put(
+        self, doc: KnowledgeDocument, upload: DocumentUpload, job: KnowledgeJob, known: KnowledgeDatasetDocument | None
+    ) -> bool:
         """Create or update the document in Dify; False when it was skipped as unchanged."""
-        content = await load_content(doc, self.states, self.urls)
-        known = await self.states.registered(job.target_id, job.dataset_id, doc.name)
-        if known is not None and known.content_hash == content.sha256:
+        # Text and files were hashed at intake; a URL's content is known once fetched.
+        content_hash = doc.content_hash if doc.source != SourceKind.URL else None
+        content = None
+        if content_hash is None:
+            content = await load_content(doc, self.states, self.urls)
+            content_hash = content.sha256
+        if known is not None and known.content_hash == content_hash:
             await self.states.skipped(doc, "unchanged since it was last ingested", action="unchanged")
             return False
+        if content is None:
+            content = await load_content(doc, self.states, self.urls)
         existing = doc.dify_document_id or (known.dify_document_id if known else None)
         after_crash = doc.state == DocumentState.UPLOADING  # a previous attempt may have created it
         await self.states.uploading(doc, "update" if existing else "create", content.sha256)
