@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     knowledge_indexing_timeout_seconds: float = Field(
         1800.0, gt=0, description="How long a document may stay in Dify's indexing before it is failed."
     )
-    knowledge_poll_interval_seconds: float = Field(2.0, gt=0, description="Seconds between indexing-status polls.")
+    knowledge_poll_interval_seconds: float = Field(1.0, gt=0, description="Seconds between indexing-status polls.")
     knowledge_max_file_bytes: int = Field(15 * 1024 * 1024, ge=1, description="Largest uploaded file (Dify's default limit).")
     knowledge_url_max_bytes: int = Field(15 * 1024 * 1024, ge=1, description="Largest document fetched from a URL.")
     knowledge_url_timeout_seconds: float = Field(30.0, gt=0, description="Time limit of fetching one URL, redirects included.")
