@@ -6,7 +6,6 @@ Each test has its own fake tenant (key, rate window, dataset) and its own target
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import orjson
 import pytest
