@@ -111,7 +111,7 @@ async def test_client_disconnect_mid_stream_cancels_the_job(stack: Stack, token:
         # Billed for what was used: the upstream never sent its usage, so it is an estimate.
         assert row["estimated"] is True and row["prompt_tokens"] > 0
         spent = await token_row(stack, token["id"])
-        assert (spent["used_quota"], spent["request_count"]) == (row["total_tokens"], 1)
+        assert (spent["used_tokens"], spent["request_count"]) == (row["total_tokens"], 1)
 
         # The upstream saw its stream cut short, long before the end.
         deadline = time.monotonic() + 5

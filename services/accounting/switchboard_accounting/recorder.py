@@ -33,7 +33,7 @@ async def record_batch(db: Database, events: Sequence[UsageEvent]) -> tuple[int,
         inserted = set((await session.scalars(statement)).all())
         fresh = [unique[rid] for rid in inserted]
         token_ids = await _add_spend(session, fresh)
-        stale = select(Token.key_hash).where(Token.id.in_(token_ids), Token.quota.is_not(None))
+        stale = select(Token.key_hash).where(Token.id.in_(token_ids), Token.token_quota.is_not(None))
         hashes = list((await session.scalars(stale)).all()) if token_ids else []
     return len(fresh), hashes
 
@@ -88,6 +88,6 @@ async def _add_spend(session: AsyncSession, events: Sequence[UsageEvent]) -> lis
             await session.execute(
                 update(model)
                 .where(model.id == row_id)
-                .values(used_quota=model.used_quota + spent, request_count=model.request_count + count)
+                .values(used_tokens=model.used_tokens + spent, request_count=model.request_count + count)
             )
     return sorted(by_token)

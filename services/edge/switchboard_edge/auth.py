@@ -28,8 +28,8 @@ class TokenRecord(BaseModel):
     id: int
     name: str
     models: list[str] | None
-    quota: int | None
-    used_quota: int
+    token_quota: int | None
+    used_tokens: int
     expires_at: datetime | None
     enabled: bool
 
@@ -84,8 +84,8 @@ class TokenAuthenticator:
             raise OpenAIError(401, "This API key is disabled.", code="api_key_disabled")
         if record.expires_at is not None and record.expires_at <= datetime.now(timezone.utc):
             raise OpenAIError(401, "This API key has expired.", code="api_key_expired")
-        if record.quota is not None and record.used_quota >= record.quota:
-            raise OpenAIError(429, "This API key has used up its quota.", code="insufficient_quota")
+        if record.token_quota is not None and record.used_tokens >= record.token_quota:
+            raise OpenAIError(429, "This API key has used up its token quota.", code="insufficient_quota")
         return record
 
     async def _lookup(self, key_hash: str) -> TokenRecord | None:

@@ -37,7 +37,7 @@ def channel_out(channel: Channel) -> ChannelOut:
         enabled=channel.enabled,
         options=dict(channel.options or {}),
         info=channel.info,
-        used_quota=channel.used_quota,
+        used_tokens=channel.used_tokens,
         request_count=channel.request_count,
         created_at=channel.created_at,
     )

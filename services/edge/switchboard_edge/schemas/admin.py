@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
@@ -95,7 +96,7 @@ class ChannelOut(BaseModel):
     enabled: bool
     options: dict[str, Any]
     info: dict[str, Any] | None
-    used_quota: int
+    used_tokens: int
     request_count: int
     created_at: datetime
 
@@ -103,7 +104,8 @@ class ChannelOut(BaseModel):
 class TokenCreate(_Strict):
     name: str = Field(min_length=1, max_length=128)
     models: list[str] | None = None
-    quota: int | None = Field(None, ge=0, le=_INT64_MAX, description="Tokens this key may use; null = unlimited.")
+    quota: Decimal | None = Field(None, ge=0, description="Money this key may spend; null = unlimited.")
+    token_quota: int | None = Field(None, ge=0, le=_INT64_MAX, description="Tokens this key may use; null = unlimited.")
     expires_at: datetime | None = None
     enabled: bool = True
 
@@ -114,7 +116,8 @@ class TokenCreate(_Strict):
 class TokenUpdate(_Strict):
     name: str | None = Field(None, min_length=1, max_length=128)
     models: list[str] | None = None
-    quota: int | None = Field(None, ge=0, le=_INT64_MAX)
+    quota: Decimal | None = Field(None, ge=0)
+    token_quota: int | None = Field(None, ge=0, le=_INT64_MAX)
     expires_at: datetime | None = None
     enabled: bool | None = None
 
@@ -129,8 +132,9 @@ class TokenOut(BaseModel):
     name: str
     key_hint: str
     models: list[str] | None
-    quota: int | None
-    used_quota: int
+    quota: Decimal | None
+    token_quota: int | None
+    used_tokens: int
     request_count: int
     expires_at: datetime | None
     enabled: bool
