@@ -14,7 +14,7 @@ from switchboard_relay.channels.dify.tool_protocol import ToolCallDetector, pars
 from switchboard_relay.channels.dify.transcript import new_turn_start, render
 from switchboard_relay.openai_render import CompletionAggregate
 from switchboard_relay.picker import attempt_order
-from switchboard_relay.token_estimate import estimate_text_tokens
+from switchboard_shared.token_estimate import estimate_text_tokens
 
 CALL = '<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</tool_calls>'
 
