@@ -6,16 +6,19 @@ import uuid
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.db import Database
+from switchboard_shared.pricing import PriceBook
 from switchboard_shared.settings import Settings
 
 from .auth import AdminAuthenticator, TokenAuthenticator
 from .catalog import ModelCatalog
+from .client_ip import ClientAddresses
 from .dispatch import JobDispatcher
+from .quota_reservation import QuotaReservations
 from .replies import ReplyRouter
 
 
 class EdgeState:
-    """Everything the routes use: auth, the model catalog, the job dispatcher."""
+    """Everything the routes use: auth, the model catalog, prices and reservations, the job dispatcher."""
 
     def __init__(self, settings: Settings, backends: Backends, db: Database) -> None:
         self.settings, self.backends, self.db = settings, backends, db
@@ -27,6 +30,9 @@ class EdgeState:
         self.catalog = ModelCatalog(db, backends)
         self.tokens = TokenAuthenticator(db, backends, settings.token_cache_seconds, settings.token_local_cache_seconds)
         self.admin = AdminAuthenticator(db, settings.admin_key)
+        self.prices = PriceBook(db)
+        self.reservations = QuotaReservations(db, backends.ledger, self.prices, settings.default_max_tokens_estimate)
+        self.client_addresses = ClientAddresses(settings.trusted_proxies)
 
     async def start(self) -> None:
         """Subscribe to replies, load the catalog and the admin key."""

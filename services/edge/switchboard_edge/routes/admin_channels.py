@@ -38,6 +38,7 @@ def channel_out(channel: Channel) -> ChannelOut:
         options=dict(channel.options or {}),
         info=channel.info,
         used_tokens=channel.used_tokens,
+        spent_total=channel.spent_total,
         request_count=channel.request_count,
         created_at=channel.created_at,
     )
