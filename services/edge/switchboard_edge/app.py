@@ -6,7 +6,18 @@ from fastapi import FastAPI
 
 from .errors import install_error_handlers
 from .middleware import EdgeMiddleware
-from .routes import admin_channels, admin_groups, admin_prices, admin_tokens, chat, health, models
+from .routes import (
+    admin_channels,
+    admin_groups,
+    admin_import,
+    admin_prices,
+    admin_tokens,
+    admin_usage,
+    billing_dashboard,
+    chat,
+    health,
+    models,
+)
 from .state import EdgeState
 
 
@@ -15,7 +26,8 @@ def create_app(edge: EdgeState) -> FastAPI:
     app = FastAPI(title="Switchboard", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.edge = edge
     install_error_handlers(app)
-    for module in (chat, models, health, admin_channels, admin_tokens, admin_prices, admin_groups):
+    for module in (chat, models, billing_dashboard, health, admin_channels, admin_tokens, admin_prices, admin_groups, admin_usage,
+                   admin_import):
         app.include_router(module.router)
     app.add_middleware(EdgeMiddleware, max_body_bytes=edge.settings.max_body_bytes)
     return app
