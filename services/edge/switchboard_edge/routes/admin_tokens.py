@@ -55,6 +55,13 @@ def _columns(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def new_token(edge: EdgeState, data: TokenCreate, key: str) -> Token:
+    """The row of a new token for a validated body and its key (not yet in a session); also used by imports."""
+    fields = _columns(data.model_dump())
+    fields["period_start"] = period_start(data.budget_period, at_time(edge.reservations.clock))
+    return Token(**fields, key_hash=hash_key(key), key_hint=key_hint(key), spent=ZERO, spent_total=ZERO)
+
+
 @router.post("", status_code=201)
 async def create_token(request: Request) -> TokenCreated:
     """Issue a key; the response is the only place it ever appears."""
@@ -62,9 +69,7 @@ async def create_token(request: Request) -> TokenCreated:
     data = parse(TokenCreate, await json_object(request))
     await _require_group(edge, data.group)
     key = generate_key()
-    fields = _columns(data.model_dump())
-    fields["period_start"] = period_start(data.budget_period, at_time(edge.reservations.clock))
-    token = Token(**fields, key_hash=hash_key(key), key_hint=key_hint(key), spent=ZERO, spent_total=ZERO)
+    token = new_token(edge, data, key)
     async with edge.db.session() as session, session.begin():
         session.add(token)
     return TokenCreated(**(await token_out(edge, token)).model_dump(), key=key)
