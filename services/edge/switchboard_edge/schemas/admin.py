@@ -81,7 +81,7 @@ def money_text(amount: Decimal) -> str:
 
 
 #: Money in request and response bodies: exact; in as a number or string, out as a decimal string.
-Money = Annotated[Decimal, BeforeValidator(_money), PlainSerializer(money_text, return_type=str)]
+Money = Annotated[Decimal, BeforeValidator(_money), PlainSerializer(money_text, return_type=str, when_used="json")]
 #: Largest amount the ledger counts exactly (2**53 units of 1e-8), rounded down.
 MONEY_MAX = Decimal(90_000_000)
 
