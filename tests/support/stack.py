@@ -200,6 +200,7 @@ class Stack:
     def respawn(self, name: str) -> None:
         """Start `name` again as it was first started (after a test killed it), and wait until it is ready."""
         args, env = self._spawned[name]
+        self._procs = [(n, p) for n, p in self._procs if n != name or p.poll() is None]  # forget the dead one
         port = env.get("SB_ACCOUNTING_HEALTH_PORT") or env.get("SB_RELAY_HEALTH_PORT")
         self._spawn(name, args, **env)
         if port:

@@ -11,6 +11,7 @@ How far token-priced calls can overshoot a quota, and why per-call prices cannot
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from switchboard_shared.token_estimate import estimate_prompt_tokens
 from . import rate_limits
 from .auth import TokenRecord
 
+log = logging.getLogger(__name__)
 _PERIOD_NAMES = {"daily": "day", "weekly": "week", "monthly": "month"}
 
 
@@ -76,9 +78,14 @@ class QuotaReservations:
             rpm=token.rpm, tpm=token.tpm, tokens=prompt + completion if token.tpm is not None else 0,
             max_parallel=token.max_parallel,
         )
-        result = await self._ledger.admit(admission)
-        if result.verdict is Verdict.NEED_SEED:
-            result = await self._ledger.admit(admission.model_copy(update={"seed": await self._settled_units(token)}))
+        try:
+            result = await self._ledger.admit(admission)
+            if result.verdict is Verdict.NEED_SEED:
+                result = await self._ledger.admit(admission.model_copy(update={"seed": await self._settled_units(token)}))
+        except Exception as exc:  # Redis (or the database, for a seed) is away: refuse rather than count nothing
+            log.exception("quota ledger unavailable", extra={"request_id": request_id})
+            raise OpenAIError(503, "quota and rate limits cannot be checked right now; retry shortly",
+                              code="ledger_unavailable") from exc
         self._raise_if_refused(token, result)
         return Admitted(
             token, request_id, rate_limits.headers(token, result),
@@ -112,12 +119,21 @@ class QuotaReservations:
         raise rate_limits.refusal(token, result)
 
     async def abandon(self, admitted: Admitted) -> None:
-        """The job never reached a worker: give back its reservation (nothing will settle it)."""
+        """The job never reached a worker: give back its reservation (nothing will settle it).
+
+        Best effort: if the ledger is away, the reservation expires on its own.
+        """
         if admitted.holds_reservation:
-            await self._ledger.release(admitted.token.id, admitted.request_id, tpm=admitted.token.tpm)
+            try:
+                await self._ledger.release(admitted.token.id, admitted.request_id, tpm=admitted.token.tpm)
+            except Exception:
+                log.exception("could not release a reservation; it will expire", extra={"request_id": admitted.request_id})
 
     async def finish(self, admitted: Admitted) -> None:
-        """The response is over (done, failed or client gone): free its max_parallel slot."""
+        """The response is over (done, failed or client gone): free its max_parallel slot (else it expires)."""
         if admitted.holds_slot:
             admitted.holds_slot = False
-            await self._ledger.release_slot(admitted.token.id, admitted.request_id)
+            try:
+                await self._ledger.release_slot(admitted.token.id, admitted.request_id)
+            except Exception:
+                log.exception("could not free a max_parallel slot; it will expire", extra={"request_id": admitted.request_id})

@@ -29,7 +29,10 @@ async def token_out(edge: EdgeState, token: Token) -> TokenOut:
     """A token as the admin API shows it (no key, no hash), with its spend in the current period."""
     now = at_time(edge.reservations.clock)
     spent = current_spent(token.spent, token.period_start, token.budget_period, now)
-    reserved = from_ledger_units(await edge.backends.ledger.reserved(token.id)) if token.quota is not None else ZERO
+    try:
+        reserved = from_ledger_units(await edge.backends.ledger.reserved(token.id)) if token.quota is not None else ZERO
+    except Exception as exc:
+        raise OpenAIError(503, "the quota ledger cannot be read right now; retry shortly", code="ledger_unavailable") from exc
     remaining = max(ZERO, token.quota - spent - reserved) if token.quota is not None else None
     return TokenOut(
         id=token.id, name=token.name, key_hint=token.key_hint, group=token.group_name, models=token.models,
