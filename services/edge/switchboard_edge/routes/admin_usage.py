@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
@@ -24,8 +25,8 @@ def _query(request: Request) -> dict[str, Any]:
     return dict(request.query_params)
 
 
-@router.get("", response_model=None)
-async def report(request: Request) -> dict[str, Any] | Response:
+@router.get("")
+async def report(request: Request) -> Response:
     """Sums per group (`group_by` of hour, day, token, model, channel, group, status) over `since`..`until`."""
     edge = edge_of(request)
     params = parse(ReportParams, _query(request))
@@ -36,13 +37,14 @@ async def report(request: Request) -> dict[str, Any] | Response:
             result.as_csv(), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
         )
-    return result.as_json()
+    # orjson directly: FastAPI's generic encoder costs ~0.2 ms per row of a large report.
+    return Response(orjson.dumps(result.as_json()), media_type="application/json")
 
 
 @router.get("/records")
-async def records(request: Request) -> dict[str, Any]:
+async def records(request: Request) -> Response:
     """Usage rows, newest first, `limit` per page; pass `next_cursor` back as `cursor` for the next page."""
     edge = edge_of(request)
     params = parse(RecordsParams, _query(request))
     since, until = parse_bounds(params.since, params.until, at_time(edge.reservations.clock))
-    return await usage_records(edge.db, params, since, until)
+    return Response(orjson.dumps(await usage_records(edge.db, params, since, until)), media_type="application/json")
