@@ -15,9 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from switchboard_shared.budget_period import period_start
 from switchboard_shared.contracts import UsageEvent
@@ -27,10 +25,13 @@ from switchboard_shared.db.types import Money
 from switchboard_shared.ledger import Release, Settlement, ledger_period, to_ledger_units
 from switchboard_shared.money import ZERO
 
+from .bulk_insert import insert_rows
+
 # Core tables: executemany updates (one statement, many rows) without the ORM's bookkeeping.
-_TOKENS, _CHANNELS = Token.__table__, Channel.__table__
-# Postgres (asyncpg) takes at most 32767 parameters per statement; SQLite 32766.
-_MAX_PARAMETERS = 32_000
+_TOKENS, _CHANNELS, _USAGE = Token.__table__, Channel.__table__, UsageRecord.__table__
+_LENGTHS = {c.name: getattr(c.type, "length", None) for c in UsageRecord.__table__.c}
+_ROLLUP_KEY = ("bucket_start", "token_id", "model", "channel_id", "group_name", "status")
+_ROLLUP_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost", "errors")
 
 
 @dataclass
@@ -51,15 +52,12 @@ async def record_batch(db: Database, events: Sequence[UsageEvent]) -> Recorded:
     if not events:
         return Recorded()
     unique = {e.request_id: e for e in events}  # a batch may hold the same event twice
-    insert = sqlite_insert if db.is_sqlite else pg_insert
     async with db.session() as session, session.begin():
-        inserted: set[str] = set()
+        connection = await session.connection()
         rows = [_row(e) for e in unique.values()]
-        statement = insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"]).returning(UsageRecord.request_id)
-        for chunk in _chunks(rows):
-            inserted.update((await session.execute(statement, chunk)).scalars())
+        inserted = await insert_rows(connection, _USAGE, rows, conflict=["request_id"], returning="request_id")
         fresh = [unique[rid] for rid in inserted]
-        await _add_rollups(session, insert, fresh)
+        await _add_rollups(connection, fresh)
         await _add_channel_spend(session, fresh)
         tokens = await _add_token_spend(session, fresh, {e.token_id for e in unique.values() if e.token_id is not None})
     spent_by = _ids(fresh)
@@ -105,16 +103,7 @@ def _fit(text: str | None, column: str) -> str | None:
     """
     if text is None:
         return None
-    length = UsageRecord.__table__.c[column].type.length
-    return text.replace("\x00", "")[:length]
-
-
-def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Rows split so that no statement carries more parameters than the database takes."""
-    if not rows:
-        return []
-    size = max(1, _MAX_PARAMETERS // len(rows[0]))
-    return [rows[i : i + size] for i in range(0, len(rows), size)]
+    return text.replace("\x00", "")[: _LENGTHS[column]]
 
 
 def _ids(events: Sequence[UsageEvent]) -> set[int]:
@@ -124,45 +113,41 @@ def _ids(events: Sequence[UsageEvent]) -> set[int]:
 # ---------------------------------------------------------------- rollups
 
 
-def _hour(at: datetime) -> datetime:
-    return at.replace(minute=0, second=0, microsecond=0)
+async def _add_rollups(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
+    """Add the events' sums to their hourly and daily rollup rows (upsert, adding to what is there).
 
-
-def _day(at: datetime) -> datetime:
-    return at.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-async def _add_rollups(session: AsyncSession, insert: Any, events: Sequence[UsageEvent]) -> None:
-    """Add the events' sums to their hourly and daily rollup rows (upsert, adding to what is there)."""
-    for model, bucket in ((UsageRollupHourly, _hour), (UsageRollupDaily, _day)):
-        sums: dict[tuple[Any, ...], list[Any]] = {}
-        for e in events:
-            key = (bucket(e.created_at.astimezone(UTC)), e.token_id or NO_ID, _fit(e.model, "model"), e.channel_id or NO_ID,
-                   _fit(e.group, "group_name") or NO_GROUP, e.status)
-            totals = sums.setdefault(key, [0, 0, 0, ZERO, 0])
-            totals[0] += 1
-            totals[1] += e.prompt_tokens
-            totals[2] += e.completion_tokens
-            totals[3] += e.cost
-            totals[4] += e.status == "error"
-        if not sums:
-            continue
+    The daily sums are summed from the hourly ones: a day is whole hours in UTC.
+    """
+    hourly: dict[tuple[Any, ...], list[Any]] = {}
+    for e in events:
+        hour = e.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        key = (hour, e.token_id or NO_ID, _fit(e.model, "model"), e.channel_id or NO_ID, _fit(e.group, "group_name") or NO_GROUP,
+               e.status)
+        totals = hourly.get(key)
+        if totals is None:
+            totals = hourly[key] = [0, 0, 0, ZERO, 0]
+        totals[0] += 1
+        totals[1] += e.prompt_tokens
+        totals[2] += e.completion_tokens
+        totals[3] += e.cost
+        totals[4] += e.status == "error"
+    daily: dict[tuple[Any, ...], list[Any]] = {}
+    for key, totals in hourly.items():
+        day_key = (key[0].replace(hour=0), *key[1:])
+        into = daily.get(day_key)
+        if into is None:
+            daily[day_key] = list(totals)
+        else:
+            for i, value in enumerate(totals):
+                into[i] += value
+    for model, sums in ((UsageRollupHourly, hourly), (UsageRollupDaily, daily)):
         # Sorted keys: concurrent accounting processes lock rollup rows in the same order (no deadlocks).
         rows = [
             {"bucket_start": k[0], "token_id": k[1], "model": k[2], "channel_id": k[3], "group_name": k[4], "status": k[5],
              "requests": v[0], "prompt_tokens": v[1], "completion_tokens": v[2], "cost": v[3], "errors": v[4]}
-            for k, v in sorted(sums.items(), key=lambda item: (item[0][0], *map(str, item[0][1:])))
+            for k, v in sorted(sums.items())
         ]
-        statement = insert(model)
-        statement = statement.on_conflict_do_update(
-            index_elements=["bucket_start", "token_id", "model", "channel_id", "group_name", "status"],
-            set_={
-                column: getattr(model, column) + getattr(statement.excluded, column)
-                for column in ("requests", "prompt_tokens", "completion_tokens", "cost", "errors")
-            },
-        )
-        for chunk in _chunks(rows):
-            await session.execute(statement, chunk)
+        await insert_rows(connection, model.__table__, rows, conflict=_ROLLUP_KEY, add_on_conflict=_ROLLUP_SUMS)
 
 
 # ---------------------------------------------------------------- spend
@@ -190,7 +175,7 @@ async def _add_channel_spend(session: AsyncSession, events: Sequence[UsageEvent]
     )
     # Sorted ids: concurrent accounting processes lock rows in the same order (no deadlocks).
     params = [{"row_id": cid, "add_tokens": t[0], "add_requests": t[1], "add_cost": t[2]} for cid, t in sorted(totals.items())]
-    await session.execute(statement, params)
+    await (await session.connection()).execute(statement, params)
 
 
 @dataclass
@@ -260,7 +245,7 @@ async def _add_token_spend(session: AsyncSession, events: Sequence[UsageEvent], 
                 request_count=c.request_count + bindparam("add_requests"),
             )
         )
-        await session.execute(statement, params)
+        await (await session.connection()).execute(statement, params)
     return states
 
 
