@@ -47,7 +47,8 @@ class AccountingService:
         self.recorded = 0
 
     async def start(self) -> None:
-        self._consumer = await self.backends.bus.consume(self.backends.queues.usage, self.settings.accounting_batch_size)
+        # Two batches' worth in flight: the broker delivers the next batch while this one is written.
+        self._consumer = await self.backends.bus.consume(self.backends.queues.usage, 2 * self.settings.accounting_batch_size)
         self._loop = asyncio.create_task(self._run(), name="accounting")
         self._pruner.start()
 

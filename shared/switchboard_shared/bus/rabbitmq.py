@@ -43,10 +43,13 @@ class _RabbitConsumer(Consumer):
         self._tag = await self._queue.consume(self._inbox.put)
 
     async def get(self, timeout: float | None = None) -> Delivery | None:
-        try:
-            message = await asyncio.wait_for(self._inbox.get(), timeout)
-        except TimeoutError:
-            return None
+        if not self._inbox.empty():
+            message = self._inbox.get_nowait()  # the common case under load: no timer, no task
+        else:
+            try:
+                message = await asyncio.wait_for(self._inbox.get(), timeout)
+            except TimeoutError:
+                return None
         if message.delivery_tag is not None:
             self._unacked.add(message.delivery_tag)
         return _RabbitDelivery(message, self)
