@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -18,7 +19,7 @@ from .secret_key import SecretKeyError, secret_box_for
 app = typer.Typer(no_args_is_help=True, help="Switchboard: one OpenAI-compatible API in front of Dify apps and LLM providers.")
 
 
-def _settings(host: Optional[str] = None, port: Optional[int] = None) -> Settings:
+def _settings(host: str | None = None, port: int | None = None) -> Settings:
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["edge_host"] = host
@@ -52,7 +53,7 @@ PortOption = typer.Option(None, "--port", help="Edge listen port (default SB_EDG
 
 
 @app.command()
-def up(host: Optional[str] = HostOption, port: Optional[int] = PortOption) -> None:
+def up(host: str | None = HostOption, port: int | None = PortOption) -> None:
     """Run every service in this process (embedded backends unless SB_* URLs say otherwise)."""
     settings = _settings(host, port)
     secrets = _secret_box(settings, generate=True)
@@ -62,7 +63,7 @@ def up(host: Optional[str] = HostOption, port: Optional[int] = PortOption) -> No
 
 
 @app.command()
-def edge(host: Optional[str] = HostOption, port: Optional[int] = PortOption) -> None:
+def edge(host: str | None = HostOption, port: int | None = PortOption) -> None:
     """Run the edge (the public HTTP API) alone."""
     settings = _settings(host, port)
     secrets = _secret_box(settings)
@@ -164,6 +165,175 @@ def migrate() -> None:
         return
     encrypted = asyncio.run(encrypt_legacy_secrets_at(settings.database_url, box))
     typer.echo(f"upstream keys encrypted: {encrypted}")
+
+
+# ---------------------------------------------------------------- admin commands (over the admin API)
+
+UrlOption = typer.Option(None, "--url", help="The edge's base URL (default http://SB_EDGE_HOST:SB_EDGE_PORT).")
+AdminKeyOption = typer.Option(None, "--admin-key", help="The admin key (default SB_ADMIN_KEY).", show_default=False)
+JsonOption = typer.Option(False, "--json", help="Print the API's JSON instead of a table.")
+
+
+@contextmanager
+def _admin(url: str | None, admin_key: str | None) -> Iterator[Any]:
+    """An admin API client; an API error ends the command with its message and exit status 1."""
+    from .admin_client import AdminClient, AdminError, default_url
+
+    settings = Settings()
+    try:
+        with AdminClient(url or default_url(settings), admin_key or settings.admin_key) as client:
+            yield client
+    except AdminError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def report(
+    since: str | None = typer.Option(None, "--since", help="Start: ISO date/time or a time ago (24h, 7d, 2w). Default: 7 days before --until."),
+    until: str | None = typer.Option(None, "--until", help="End: ISO date/time (a date includes that day) or a time ago. Default: now."),
+    by: str = typer.Option("day", "--by", help="Comma list of hour, day, token, model, channel, group, status."),
+    token: int | None = typer.Option(None, "--token", help="Only this token id."),
+    model: str | None = typer.Option(None, "--model", help="Only this model."),
+    channel: int | None = typer.Option(None, "--channel", help="Only this channel id."),
+    group: str | None = typer.Option(None, "--group", help="Only this group."),
+    status: str | None = typer.Option(None, "--status", help="Only ok, error or cancelled calls."),
+    output: str = typer.Option("table", "--format", help="table, csv or json."),
+    url: str | None = UrlOption,
+    admin_key: str | None = AdminKeyOption,
+) -> None:
+    """Usage per group over a time range (the rows of GET /api/usage)."""
+    from .report_view import report_params, show_report
+
+    if output not in ("table", "csv", "json"):
+        raise typer.BadParameter("must be table, csv or json", param_hint="--format")
+    filters = {"token": token, "model": model, "channel": channel, "group": group, "status": status}
+    with _admin(url, admin_key) as client:
+        show_report(client, report_params(since, until, by, filters), output)
+
+
+token_app = typer.Typer(no_args_is_help=True, help="Client keys: create, list, show, enable, disable, rotate.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Option(..., "--name", help="What the key is for."),
+    quota: str | None = typer.Option(None, "--quota", help="Money it may spend per budget period (e.g. 10.50); default unlimited."),
+    budget_period: str | None = typer.Option(None, "--budget-period", help="daily, weekly or monthly: when spend starts again."),
+    group: str | None = typer.Option(None, "--group", help="Its price group (default: default)."),
+    models: str | None = typer.Option(None, "--models", help="Comma list of models it may call; default all."),
+    allowed_ips: str | None = typer.Option(None, "--allowed-ips", help="Comma list of addresses/CIDRs it may be used from."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute."),
+    max_parallel: int | None = typer.Option(None, "--max-parallel", help="Calls in flight at once."),
+    token_quota: int | None = typer.Option(None, "--token-quota", help="Tokens it may use in all."),
+    expires_at: str | None = typer.Option(None, "--expires-at", help="ISO date-time after which it stops working."),
+    disabled: bool = typer.Option(False, "--disabled", help="Create it disabled."),
+    as_json: bool = JsonOption,
+    url: str | None = UrlOption,
+    admin_key: str | None = AdminKeyOption,
+) -> None:
+    """Issue a key; it is printed once, only its hash is kept."""
+    from .token_commands import create, create_body
+
+    options = {"quota": quota, "budget_period": budget_period, "group": group, "models": models, "allowed_ips": allowed_ips,
+               "rpm": rpm, "tpm": tpm, "max_parallel": max_parallel, "token_quota": token_quota, "expires_at": expires_at,
+               "enabled": False if disabled else None}
+    with _admin(url, admin_key) as client:
+        create(client, create_body(name, options), as_json)
+
+
+@token_app.command("list")
+def token_list(as_json: bool = JsonOption, url: str | None = UrlOption, admin_key: str | None = AdminKeyOption) -> None:
+    """Every key (hints only, never the keys)."""
+    from .token_commands import list_tokens
+
+    with _admin(url, admin_key) as client:
+        list_tokens(client, as_json)
+
+
+TokenIdArgument = typer.Argument(..., help="The token's id.")
+
+
+@token_app.command("show")
+def token_show(token_id: int = TokenIdArgument, as_json: bool = JsonOption, url: str | None = UrlOption,
+               admin_key: str | None = AdminKeyOption) -> None:
+    """One key, with what it spent, has reserved and has left."""
+    from .token_commands import show
+
+    with _admin(url, admin_key) as client:
+        show(client, token_id, as_json)
+
+
+@token_app.command("disable")
+def token_disable(token_id: int = TokenIdArgument, as_json: bool = JsonOption, url: str | None = UrlOption,
+                  admin_key: str | None = AdminKeyOption) -> None:
+    """Refuse the key from now on (every edge, at once)."""
+    from .token_commands import set_enabled
+
+    with _admin(url, admin_key) as client:
+        set_enabled(client, token_id, False, as_json)
+
+
+@token_app.command("enable")
+def token_enable(token_id: int = TokenIdArgument, as_json: bool = JsonOption, url: str | None = UrlOption,
+                 admin_key: str | None = AdminKeyOption) -> None:
+    """Accept a disabled key again."""
+    from .token_commands import set_enabled
+
+    with _admin(url, admin_key) as client:
+        set_enabled(client, token_id, True, as_json)
+
+
+@token_app.command("rotate")
+def token_rotate(token_id: int = TokenIdArgument, as_json: bool = JsonOption, url: str | None = UrlOption,
+                 admin_key: str | None = AdminKeyOption) -> None:
+    """Replace the key: the new one is printed once, the old one stops working at once."""
+    from .token_commands import rotate
+
+    with _admin(url, admin_key) as client:
+        rotate(client, token_id, as_json)
+
+
+import_app = typer.Typer(no_args_is_help=True, help="Bring channels and keys over from another gateway.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("oneapi")
+def import_oneapi(
+    database: str = typer.Option(..., "--database", help="Their database: a URL (sqlite:///…, mysql://…, postgres://…), "
+                                 "One API's SQL_DSN (user:pass@tcp(host:3306)/oneapi) or a SQLite file."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change; change nothing."),
+    quota_per_unit: float | None = typer.Option(
+        None, "--quota-per-unit", help="Their quota units per unit of money (default: their QuotaPerUnit option, else 500000)."),
+    flavor: str | None = typer.Option(None, "--flavor", help="oneapi or newapi (default: told by their columns)."),
+    url: str | None = UrlOption,
+    admin_key: str | None = AdminKeyOption,
+) -> None:
+    """Import a One API or New API database: channels, keys (clients keep theirs), quotas, models, expiry, status."""
+    from .oneapi_import.database_url import async_url, source_label
+    from .oneapi_import.importer import run_import
+    from .oneapi_import.mapping import DEFAULT_QUOTA_PER_UNIT
+    from .oneapi_import.report import print_import
+    from .oneapi_import.source import SourceError, read_source
+
+    if flavor not in (None, "oneapi", "newapi"):
+        raise typer.BadParameter("must be oneapi or newapi", param_hint="--flavor")
+    if quota_per_unit is not None and quota_per_unit <= 0:
+        raise typer.BadParameter("must be more than 0", param_hint="--quota-per-unit")
+    try:
+        source_url = async_url(database)
+        source = asyncio.run(read_source(source_url, flavor))  # type: ignore[arg-type]
+    except (ValueError, SourceError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    units = quota_per_unit or source.quota_per_unit or DEFAULT_QUOTA_PER_UNIT
+    with _admin(url, admin_key) as client:
+        result = run_import(client, source, source_label(source_url), units, dry_run)
+    print_import(result)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

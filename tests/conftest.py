@@ -31,9 +31,12 @@ KNOWLEDGE_ENV = {
 }
 
 #: name → how to build the stack. The two plain modes are the ones every scenario runs on.
+# Requests from 127.0.0.2 come "through a trusted proxy" (their X-Forwarded-For counts); from 127.0.0.1 they do not.
+TRUSTED_PROXY = "127.0.0.2"
+_PLAIN_ENV = {"SB_TRUSTED_PROXIES": TRUSTED_PROXY}
 _STACK_SPECS: dict[str, dict[str, Any]] = {
-    "embedded": {"mode": "embedded", "extra_env": KNOWLEDGE_ENV},
-    "distributed": {"mode": "distributed", "extra_env": KNOWLEDGE_ENV},
+    "embedded": {"mode": "embedded", "extra_env": {**KNOWLEDGE_ENV, **_PLAIN_ENV}},
+    "distributed": {"mode": "distributed", "extra_env": {**KNOWLEDGE_ENV, **_PLAIN_ENV}},
     # Nobody consumes chat jobs: the edge must answer 503 after the (short) pickup timeout.
     "no-worker": {"mode": "distributed", "relay_workers": 0, "extra_env": {"SB_PICKUP_TIMEOUT_SECONDS": "1"}},
 }

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,11 @@ async def usage_for(stack: Stack, request_ids: list[str], timeout: float = TIMEO
         if len(found) == len(wanted) or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.1)
+
+
+def money(stack: Stack, stored: Any) -> Decimal:
+    """A money column as raw SQL returns it: NUMERIC on Postgres, integer 1e-10 units on SQLite."""
+    return Decimal(stored).scaleb(-10) if stack.mode == "embedded" else Decimal(stored)
 
 
 async def token_row(stack: Stack, token_id: int) -> dict[str, Any]:

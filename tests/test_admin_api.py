@@ -49,13 +49,13 @@ def test_admin_api_needs_the_admin_key(stack: Stack, path: str) -> None:
 async def test_token_key_is_shown_once_and_only_its_hash_is_stored(stack: Stack) -> None:
     name = "once-" + uuid.uuid4().hex[:6]
     with stack.admin() as admin:
-        created = admin.post("/api/tokens", json={"name": name, "models": [DEFAULT_MODEL], "quota": 1000})
+        created = admin.post("/api/tokens", json={"name": name, "models": [DEFAULT_MODEL], "token_quota": 1000})
         assert created.status_code == 201, created.text
         token = created.json()
         key = token["key"]
         assert key.startswith("sk-") and len(key) > 40
         assert token["key_hint"] == f"{key[:5]}…{key[-4:]}"
-        assert (token["name"], token["models"], token["quota"], token["used_quota"], token["enabled"]) == (
+        assert (token["name"], token["models"], token["token_quota"], token["used_tokens"], token["enabled"]) == (
             name, [DEFAULT_MODEL], 1000, 0, True)
 
         shown = admin.get(f"/api/tokens/{token['id']}")
@@ -78,12 +78,12 @@ async def test_token_key_is_shown_once_and_only_its_hash_is_stored(stack: Stack)
 def test_token_patch_and_delete(stack: Stack) -> None:
     token = stack.add_token(name="to-change")
     with stack.admin() as admin:
-        changed = admin.patch(f"/api/tokens/{token['id']}", json={"models": ["gpt-4o"], "quota": 5})
+        changed = admin.patch(f"/api/tokens/{token['id']}", json={"models": ["gpt-4o"], "token_quota": 5})
         assert changed.status_code == 200, changed.text
-        assert (changed.json()["models"], changed.json()["quota"]) == (["gpt-4o"], 5)
+        assert (changed.json()["models"], changed.json()["token_quota"]) == (["gpt-4o"], 5)
         assert chat_ok(stack, token["key"]) == 403  # the new model list applies at once
-        cleared = admin.patch(f"/api/tokens/{token['id']}", json={"models": None, "quota": None})
-        assert (cleared.json()["models"], cleared.json()["quota"]) == (None, None)
+        cleared = admin.patch(f"/api/tokens/{token['id']}", json={"models": None, "token_quota": None})
+        assert (cleared.json()["models"], cleared.json()["token_quota"]) == (None, None)
         assert chat_ok(stack, token["key"]) == 200
 
         deleted = admin.delete(f"/api/tokens/{token['id']}")
@@ -137,7 +137,7 @@ def test_id_beyond_the_column_range_is_a_404(stack: Stack, kind: str, row_id: in
 BAD_TOKEN_BODIES: dict[str, Any] = {
     "unknown field": {"name": "t", "colour": "blue"},
     "NUL in name": {"name": "bad\u0000name"},
-    "quota beyond 64 bits": {"name": "t", "quota": 2**63},
+    "token quota beyond 64 bits": {"name": "t", "token_quota": 2**63},
     "model name too long": {"name": "t", "models": ["m" * 129]},
     "missing name": {"quota": 5},
     "empty name": {"name": ""},
@@ -160,7 +160,7 @@ def test_bad_token_body_is_a_400(stack: Stack, case: str) -> None:
 def test_bad_token_patch_is_a_400(stack: Stack) -> None:
     token = stack.add_token()
     with stack.admin() as admin:
-        for body in ({"name": None}, {"enabled": None}, {"key_hash": "0" * 64}, {"used_quota": 0}, {"quota": "lots"}):
+        for body in ({"name": None}, {"enabled": None}, {"key_hash": "0" * 64}, {"used_tokens": 0}, {"quota": "lots"}):
             assert_openai_error(admin.patch(f"/api/tokens/{token['id']}", json=body), 400)
         assert_openai_error(admin.patch(f"/api/tokens/{token['id']}", content=b"{oops",
                                         headers={"content-type": "application/json"}), 400, "invalid_json")

@@ -226,7 +226,7 @@ def test_model_not_allowed_for_the_key_is_a_403(stack: Stack) -> None:
 
 async def test_exhausted_quota_is_a_429(stack: Stack) -> None:
     quota = 12
-    limited = stack.add_token(quota=quota)
+    limited = stack.add_token(token_quota=quota)
     served: list[str] = []
     with http_client(stack, limited["key"]) as client:
         deadline = time.monotonic() + TIMEOUT
@@ -244,13 +244,13 @@ async def test_exhausted_quota_is_a_429(stack: Stack) -> None:
         error = assert_openai_error(response, 429, "insufficient_quota")
         assert error["type"] == "rate_limit_error"
         spent = await token_row(stack, limited["id"])
-        assert spent["used_quota"] >= quota
+        assert spent["used_tokens"] >= quota
         assert spent["request_count"] == len(served)
         # Each call costs 4 + 5 tokens with the fake upstream: the quota of 12 allows exactly two.
         assert len(served) == 2
         assert_openai_error(client.post(CHAT, json=ok_body()), 429, "insufficient_quota")
     # Raising the quota lets the key work again.
     with stack.admin() as admin:
-        assert admin.patch(f"/api/tokens/{limited['id']}", json={"quota": None}).status_code == 200
+        assert admin.patch(f"/api/tokens/{limited['id']}", json={"token_quota": None}).status_code == 200
     with http_client(stack, limited["key"]) as client:
         assert client.post(CHAT, json=ok_body()).status_code == 200

@@ -58,7 +58,7 @@ async def assert_billed(
     all_rows = await query(stack, "SELECT * FROM usage_records WHERE token_id = $1", token["id"])
     assert {r["request_id"] for r in all_rows} == set(calls), "a call was billed twice or an unknown row appeared"
     spent = await token_row(stack, token["id"])
-    assert spent["used_quota"] == sum(u["total_tokens"] for u in calls.values())
+    assert spent["used_tokens"] == sum(u["total_tokens"] for u in calls.values())
     assert spent["request_count"] == len(calls)
     return rows
 
@@ -282,12 +282,12 @@ async def test_spend_of_every_token_and_channel_equals_its_usage_rows(stack: Sta
         column = "token_id" if table == "tokens" else "channel_id"
         rows = await query(
             stack,
-            f"SELECT t.id, t.used_quota, t.request_count, COALESCE(SUM(u.total_tokens), 0) AS spent, COUNT(u.id) AS calls "
-            f"FROM {table} t LEFT JOIN usage_records u ON u.{column} = t.id GROUP BY t.id, t.used_quota, t.request_count",
+            f"SELECT t.id, t.used_tokens, t.request_count, COALESCE(SUM(u.total_tokens), 0) AS spent, COUNT(u.id) AS calls "
+            f"FROM {table} t LEFT JOIN usage_records u ON u.{column} = t.id GROUP BY t.id, t.used_tokens, t.request_count",
         )
         assert rows, table
         for row in rows:
-            assert (row["used_quota"], row["request_count"]) == (row["spent"], row["calls"]), (table, row)
+            assert (row["used_tokens"], row["request_count"]) == (row["spent"], row["calls"]), (table, row)
     assert any(r["calls"] for r in rows), "the channels have served calls"
 
 
@@ -338,7 +338,7 @@ async def test_redelivered_usage_event_is_counted_once(distributed_stack: Stack)
     recorded = await query(stack, "SELECT * FROM usage_records WHERE request_id = $1", event.request_id)
     assert len(recorded) == 1 and recorded[0]["total_tokens"] == 12
     spent = await token_row(stack, token["id"])
-    assert spent["used_quota"] == 12 + 2
+    assert spent["used_tokens"] == 12 + 2
     assert spent["request_count"] == 2
 
 
@@ -360,7 +360,7 @@ async def test_usage_event_with_oversized_fields_does_not_block_accounting(distr
     assert recorded["model"].startswith("mmm") and recorded["status"] == "error"
     assert recorded["error_code"].startswith("upstream_said_") and "\x00" not in recorded["error_code"]
     spent = await token_row(stack, token["id"])
-    assert (spent["used_quota"], spent["request_count"]) == (6, 2)
+    assert (spent["used_tokens"], spent["request_count"]) == (6, 2)
 
 
 async def test_usage_event_the_database_refuses_is_dead_lettered_and_billing_goes_on(distributed_stack: Stack) -> None:
@@ -378,6 +378,6 @@ async def test_usage_event_the_database_refuses_is_dead_lettered_and_billing_goe
     assert set(rows) == {before.request_id, after.request_id}, "accounting is stuck on the refused event"
     assert not await query(stack, "SELECT 1 FROM usage_records WHERE request_id = $1", poison.request_id)
     spent = await token_row(stack, token["id"])
-    assert (spent["used_quota"], spent["request_count"]) == (8, 2)
+    assert (spent["used_tokens"], spent["request_count"]) == (8, 2)
     dead = await dead_letters(stack)
     assert any(event.get("request_id") == poison.request_id for event in dead), "the refused event is kept in the DLQ"

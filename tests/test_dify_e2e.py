@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -34,7 +35,7 @@ from tests.fakes.dify_server import (
     Usage,
     run_fake_dify,
 )
-from tests.helpers import TIMEOUT, WEATHER_TOOL, assert_openai_error, async_client, sync_client, usage_for
+from tests.helpers import TIMEOUT, WEATHER_TOOL, assert_openai_error, async_client, money, sync_client, usage_for
 from tests.support.stack import Stack
 
 CHAT_PATH = "/v1/chat-messages"
@@ -489,6 +490,8 @@ async def test_message_end_usage_reaches_response_and_usage_row(stack: Stack, to
         assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (31, 9, 40)
         assert row["estimated"] is False and row["status"] == "ok" and row["stream"] is stream
         assert row["model"] == app.model and row["channel_id"] == app.channel["id"]
+        # Dify's own price (31 × 0.001 + 9 × 0.002, per 1000 tokens) is kept beside our cost, for comparison.
+        assert (money(stack, row["upstream_price"]), row["upstream_currency"]) == (Decimal("0.000049"), "USD")
 
 
 async def test_failed_workflow_is_a_502(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:

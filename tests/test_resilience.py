@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -36,6 +37,16 @@ CHAT = "/v1/chat/completions"
 
 def unique_model(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def channels_on_distributed(distributed_stack: Stack) -> Iterator[list[dict[str, Any]]]:
+    """Like `channels`, for tests that run on the distributed stack only."""
+    added: list[dict[str, Any]] = []
+    yield added
+    with distributed_stack.admin() as admin:
+        for channel in added:
+            admin.delete(f"/api/channels/{channel['id']}")
 
 
 @pytest.fixture
@@ -111,7 +122,7 @@ async def test_client_disconnect_mid_stream_cancels_the_job(stack: Stack, token:
         # Billed for what was used: the upstream never sent its usage, so it is an estimate.
         assert row["estimated"] is True and row["prompt_tokens"] > 0
         spent = await token_row(stack, token["id"])
-        assert (spent["used_quota"], spent["request_count"]) == (row["total_tokens"], 1)
+        assert (spent["used_tokens"], spent["request_count"]) == (row["total_tokens"], 1)
 
         # The upstream saw its stream cut short, long before the end.
         deadline = time.monotonic() + 5
@@ -240,3 +251,48 @@ async def test_upstream_401_is_a_502_for_the_client(stack: Stack, token: dict[st
     with http_client(stack, token["key"]) as client:
         assert client.post(CHAT, json={"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
     assert wrong_key not in full_logs(stack)
+
+
+# ---------------------------------------------------------------- accounting crash
+
+
+async def test_accounting_killed_mid_batch_records_every_event_once(distributed_stack: Stack, upstream: tuple[str, FakeOpenAIState],
+                                                                     channels_on_distributed: list[dict[str, Any]]) -> None:
+    stack = distributed_stack
+    model = unique_model("crash-billed")
+    channels_on_distributed.append(stack.add_channel(name="crash", type="openai", base_url=upstream[0], api_key=DEFAULT_API_KEY,
+                                                     models=[model]))
+    with stack.admin() as admin:
+        assert admin.post("/api/prices", json={"model": model, "per_call": "0.01"}).status_code == 201
+    token = stack.add_token(quota="10")
+    calls = 80
+    limits = httpx.Limits(max_connections=20)
+    async with httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {token['key']}"},
+                                 timeout=TIMEOUT, limits=limits) as client:
+        pending = [asyncio.create_task(client.post(CHAT, json={"model": model, "messages": [{"role": "user", "content": f"n{i}"}]}))
+                   for i in range(calls)]
+        # Kill accounting while usage events are flowing (some batches written, some in hand).
+        deadline = time.monotonic() + TIMEOUT
+        while sum(t.done() for t in pending) < calls // 4:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        stack.process("accounting").kill()
+        responses = await asyncio.gather(*pending)
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    stack.respawn("accounting")
+
+    request_ids = [r.headers["x-request-id"] for r in responses]
+    rows = await usage_for(stack, request_ids)
+    assert set(rows) == set(request_ids)
+    counted = await query(stack, "SELECT COUNT(*) AS n, SUM(cost) AS cost FROM usage_records WHERE token_id = $1", token["id"])
+    assert (counted[0]["n"], counted[0]["cost"]) == (calls, Decimal("0.8")), "every event stored once"
+    rollup = await query(stack, "SELECT SUM(requests) AS n, SUM(cost) AS cost FROM usage_rollups_hourly WHERE token_id = $1",
+                         token["id"])
+    assert (rollup[0]["n"], rollup[0]["cost"]) == (calls, Decimal("0.8"))
+    deadline = time.monotonic() + TIMEOUT
+    with stack.admin() as admin:
+        while (shown := admin.get(f"/api/tokens/{token['id']}").json())["reserved"] != "0":
+            assert time.monotonic() < deadline, shown
+            await asyncio.sleep(0.1)
+        admin.delete(f"/api/prices/{model}")
+    assert (shown["request_count"], shown["spent"], shown["remaining"]) == (calls, "0.8", "9.2")

@@ -56,7 +56,7 @@ def insert_channel_row(stack: Stack, model: str, api_key: str, base_url: str) ->
     """A channel written straight into the database, as an older version (or another key) left it."""
     sql = (
         "INSERT INTO channels (name, type, base_url, api_key, models, options, priority, weight, enabled, "
-        "used_quota, request_count, created_at) "
+        "used_tokens, request_count, created_at) "
         f"VALUES ('raw', 'openai', $1, $2, '[\"{model}\"]', '{{}}', 0, 1, TRUE, 0, 0, CURRENT_TIMESTAMP)"
     )
     asyncio.run(query(stack, sql, base_url, api_key))

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
 
+from switchboard_edge.client_ip import ClientAddresses
+from switchboard_edge.rate_limits import duration
 from switchboard_relay.channels.base import ChannelConfig, Delta
 from switchboard_relay.channels.dify import zero_width
 from switchboard_relay.channels.dify.tool_protocol import ToolCallDetector, parse_calls
 from switchboard_relay.channels.dify.transcript import new_turn_start, render
 from switchboard_relay.openai_render import CompletionAggregate
 from switchboard_relay.picker import attempt_order
-from switchboard_relay.token_estimate import estimate_text_tokens
+from switchboard_shared.pricing import ModelPrice, cost_of, match_price
+from switchboard_shared.token_estimate import estimate_text_tokens
 
 CALL = '<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</tool_calls>'
 
@@ -144,3 +149,37 @@ async def test_lines_received_before_a_connection_break_are_relayed() -> None:
             lines.append(line)
     assert lines == ['data: {"a": 1}', "", 'data: {"b": 2}', ""]  # the cut-off partial line is not relayed
     assert caught.value.retryable and caught.value.status == 502
+
+
+# ---------------------------------------------------------------- client address and rate-limit headers
+
+
+def _scope(peer: str, forwarded: str | None = None) -> dict[str, Any]:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded is not None else []
+    return {"type": "http", "client": (peer, 50000), "headers": headers}
+
+
+def test_client_address_trusts_forwarded_for_only_from_trusted_proxies() -> None:
+    addresses = ClientAddresses("10.0.0.0/8, 2001:db8::1")
+    assert str(addresses.of(_scope("203.0.113.5", "198.51.100.1"))) == "203.0.113.5"  # untrusted peer: header ignored
+    assert str(addresses.of(_scope("10.1.1.1", "198.51.100.1, 203.0.113.9"))) == "203.0.113.9"  # rightmost untrusted hop
+    assert str(addresses.of(_scope("10.1.1.1", "198.51.100.1, 203.0.113.9, 10.2.2.2"))) == "203.0.113.9"
+    assert str(addresses.of(_scope("2001:db8::1", "::ffff:192.0.2.4"))) == "192.0.2.4"  # IPv4-mapped counts as IPv4
+    assert str(addresses.of(_scope("10.1.1.1"))) == "10.1.1.1"  # no header: the proxy itself
+    assert addresses.of(_scope("10.1.1.1", "not-an-address")) is None
+    assert str(ClientAddresses("").of(_scope("127.0.0.1", "10.9.9.9"))) == "127.0.0.1"
+    with pytest.raises(ValueError, match="not an IP address"):
+        ClientAddresses("10.0.0.0/8,nonsense")
+
+
+def test_rate_limit_durations_read_like_openai() -> None:
+    assert [duration(ms) for ms in (20, 1000, 1500, 60_000, 61_500, 360_000)] == ["20ms", "1s", "1.5s", "1m0s", "1m1.5s", "6m0s"]
+
+
+def test_price_patterns_longest_prefix_then_default() -> None:
+    prices = {"*": ModelPrice(per_call=Decimal(1)), "gpt-*": ModelPrice(per_call=Decimal(2)),
+              "gpt-4o*": ModelPrice(per_call=Decimal(3)), "gpt-4o-mini": ModelPrice(per_call=Decimal(4))}
+    assert [match_price(prices, m).per_call for m in ("gpt-4o-mini", "gpt-4o-2024", "gpt-3.5", "claude")] == [4, 3, 2, 1]
+    assert match_price({}, "anything").per_call == 0
+    price = ModelPrice(Decimal("0.15"), Decimal("0.6"), Decimal("0.001"))
+    assert cost_of(price, Decimal("1.5"), 1000, 500) == Decimal("0.002175")  # (0.001 + 0.00015 + 0.0003) × 1.5

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from .bus import Bus, Queues, bus_from_url
 from .kv import KeyValue
 from .kv.memory import MemoryKeyValue
 from .kv.redis import RedisKeyValue
+from .ledger import Ledger
+from .ledger.memory import MemoryLedger
+from .ledger.redis import RedisLedger
 from .pubsub import PubSub
 from .pubsub.memory import MemoryPubSub
 from .pubsub.redis import RedisPubSub
@@ -31,6 +34,7 @@ class Backends:
     pubsub: PubSub
     kv: KeyValue
     rate_limiter: RateLimiter
+    ledger: Ledger
     queues: Queues
     redis_prefix: str
     _redis: Redis | None = field(default=None, repr=False)
@@ -78,17 +82,31 @@ class Backends:
                 await self._redis.aclose()
 
 
+# Connections one process opens to Redis at most; beyond that, calls wait (up to the timeout) for a free one.
+_REDIS_MAX_CONNECTIONS = 128
+_REDIS_POOL_TIMEOUT_SECONDS = 10.0
+
+
+def redis_client(url: str) -> Redis:
+    """A Redis client whose pool is bounded and waits for a free connection instead of failing."""
+    return Redis(connection_pool=BlockingConnectionPool.from_url(
+        url, max_connections=_REDIS_MAX_CONNECTIONS, timeout=_REDIS_POOL_TIMEOUT_SECONDS))
+
+
 def backends_from_settings(settings: Settings) -> Backends:
     """Backends for `SB_AMQP_URL` and `SB_REDIS_URL` (`memory://` = in-process)."""
     redis: Redis | None = None
+    ttls = {"reservation_ttl_seconds": settings.reservation_ttl_seconds, "slot_ttl_seconds": settings.parallel_slot_ttl_seconds}
     if settings.redis_url == EMBEDDED_URL:
         pubsub: PubSub = MemoryPubSub()
         kv: KeyValue = MemoryKeyValue()
         rate_limiter: RateLimiter = MemoryRateLimiter()
+        ledger: Ledger = MemoryLedger(**ttls)
     elif settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        redis = Redis.from_url(settings.redis_url)
+        redis = redis_client(settings.redis_url)
         pubsub, kv = RedisPubSub(redis), RedisKeyValue(redis)
         rate_limiter = RedisRateLimiter(redis, settings.redis_prefix + "ratelimit:")
+        ledger = RedisLedger(redis, settings.redis_prefix, **ttls)
     else:
         raise ValueError(f"unsupported SB_REDIS_URL scheme: {settings.redis_url.split(':', 1)[0]!r}")
     return Backends(
@@ -96,6 +114,7 @@ def backends_from_settings(settings: Settings) -> Backends:
         pubsub=pubsub,
         kv=kv,
         rate_limiter=rate_limiter,
+        ledger=ledger,
         queues=Queues(settings.queue_prefix),
         redis_prefix=settings.redis_prefix,
         _redis=redis,

@@ -7,6 +7,7 @@ additive so old and new processes can run side by side during a rollout.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ class ChatJob(BaseModel):
     config_version: int = 0
     headers: dict[str, str] = Field(default_factory=dict, description="Client headers a channel may use.")
     kind: Literal["chat", "completion"] = "chat"
+    group: str | None = Field(None, description="The key's group: its multiplier prices the call.")
+    client_ip: str | None = None
 
 
 class FrameKind(StrEnum):
@@ -75,6 +78,13 @@ class UsageEvent(BaseModel):
     duration_ms: int = 0
     ttft_ms: int | None = None
     created_at: datetime
+    group: str | None = None
+    end_user: str | None = None
+    upstream_model: str | None = None
+    client_ip: str | None = None
+    cost: Decimal = Field(Decimal(0), ge=0, description="Exact, in the operator's unit; a string on the wire.")
+    upstream_price: Decimal | None = Field(None, description="What the upstream says the call cost (Dify's total_price).")
+    upstream_currency: str | None = None
 
 
 _SEPARATOR = b"\n"

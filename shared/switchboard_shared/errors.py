@@ -28,8 +28,10 @@ class OpenAIError(Exception):
         code: str | None = None,
         param: str | None = None,
         type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers  # e.g. Retry-After on a 429
         self.status = status
         self.message = message
         self.code = code
@@ -45,7 +47,7 @@ class OpenAIError(Exception):
         return orjson.dumps(self.body())
 
     @classmethod
-    def from_json(cls, status: int, raw: bytes) -> "OpenAIError":
+    def from_json(cls, status: int, raw: bytes) -> OpenAIError:
         """Rebuild an error from its serialised body (as carried in a stream frame)."""
         err = orjson.loads(raw).get("error", {})
         return cls(status, err.get("message", ""), code=err.get("code"), param=err.get("param"), type=err.get("type"))

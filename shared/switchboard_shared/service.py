@@ -38,8 +38,11 @@ class HttpServer:
     """An ASGI app served by uvicorn inside the running event loop (no signal handlers of its own)."""
 
     def __init__(self, app: object, host: str, port: int) -> None:
+        # proxy_headers off: uvicorn would take X-Forwarded-For from 127.0.0.1 as the client; the edge decides
+        # whom to believe itself (SB_TRUSTED_PROXIES, client_ip.py).
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import ipaddress
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_URL = "memory://"
@@ -45,6 +47,20 @@ class Settings(BaseSettings):
     token_local_cache_seconds: float = Field(
         2.0, description="How long an edge keeps a token record in process (changes are broadcast; this bounds a lost one)."
     )
+    trusted_proxies: str = Field(
+        "", description="Comma list of proxy addresses/CIDRs whose X-Forwarded-For names the client; empty = none."
+    )
+
+    # Billing and limits
+    default_max_tokens_estimate: int = Field(
+        1024, ge=0, description="Completion tokens reserved for a request that sets no max_tokens."
+    )
+    reservation_ttl_seconds: float = Field(
+        900.0, gt=0, description="A quota reservation whose call never settles is dropped after this long."
+    )
+    parallel_slot_ttl_seconds: float = Field(
+        600.0, gt=0, description="A max_parallel slot whose edge never released it (edge died) is freed after this long."
+    )
 
     # Relay worker
     relay_concurrency: int = 64
@@ -57,6 +73,9 @@ class Settings(BaseSettings):
     # Accounting
     accounting_batch_size: int = 200
     accounting_batch_seconds: float = 0.5
+    usage_retention_days: int = Field(
+        0, ge=0, description="Raw usage rows older than this many days are deleted (rollups stay); 0 = keep forever."
+    )
 
     # Knowledge (bulk ingestion into Dify datasets)
     knowledge_batch_size: int = Field(20, ge=1, le=1000, description="Documents per ingest work message.")
@@ -84,6 +103,17 @@ class Settings(BaseSettings):
 
     # Logging
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"SB_TRUSTED_PROXIES: {part.strip()!r} is not an IP address or CIDR") from None
+        return value
 
     @property
     def families(self) -> list[str]:

@@ -72,6 +72,7 @@ class Stack:
     admin_key: str = ADMIN_KEY
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-stack-")))
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _spawned: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)  # name → (args, env)
     _env: dict[str, str] = field(default_factory=dict)
     _health: dict[str, tuple[list[str], dict[str, str], str]] = field(default_factory=dict)
 
@@ -179,6 +180,7 @@ class Stack:
             self._command(args), env={**self._env, **env}, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
         )
         self._procs.append((name, proc))
+        self._spawned.setdefault(name, (args, env))
 
     def _run_once(self, args: list[str]) -> None:
         result = self.cli(*args)
@@ -207,8 +209,17 @@ class Stack:
         return "\n".join(parts)
 
     def process(self, name: str) -> subprocess.Popen[bytes]:
-        """The first process started under `name` (e.g. to kill it in a test)."""
-        return next(proc for proc_name, proc in self._procs if proc_name == name)
+        """The latest process started under `name` (e.g. to kill it in a test)."""
+        return next(proc for proc_name, proc in reversed(self._procs) if proc_name == name)
+
+    def respawn(self, name: str) -> None:
+        """Start `name` again as it was first started (after a test killed it), and wait until it is ready."""
+        args, env = self._spawned[name]
+        self._procs = [(n, p) for n, p in self._procs if n != name or p.poll() is None]  # forget the dead one
+        port = env.get("SB_ACCOUNTING_HEALTH_PORT") or env.get("SB_RELAY_HEALTH_PORT")
+        self._spawn(name, args, **env)
+        if port:
+            self._wait_ready(f"http://127.0.0.1:{port}/readyz", name)
 
     def restart(self, name: str, *, kill: bool = True) -> None:
         """Stop the process `name` (SIGKILL by default, else SIGTERM), start it again, wait until it is ready.

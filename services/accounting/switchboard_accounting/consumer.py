@@ -17,6 +17,7 @@ from switchboard_shared.settings import Settings
 from switchboard_shared.token_cache import invalidate_tokens
 
 from .recorder import record_batch
+from .retention import UsagePruner
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,17 @@ class AccountingService:
         self.settings, self.backends, self.db = settings, backends, db
         self._consumer: Consumer | None = None
         self._loop: asyncio.Task[None] | None = None
+        self._pruner = UsagePruner(db, settings.usage_retention_days)
         self.recorded = 0
 
     async def start(self) -> None:
-        self._consumer = await self.backends.bus.consume(self.backends.queues.usage, self.settings.accounting_batch_size)
+        # Two batches' worth in flight: the broker delivers the next batch while this one is written.
+        self._consumer = await self.backends.bus.consume(self.backends.queues.usage, 2 * self.settings.accounting_batch_size)
         self._loop = asyncio.create_task(self._run(), name="accounting")
+        self._pruner.start()
 
     async def stop(self) -> None:
+        await self._pruner.stop()
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
@@ -101,11 +106,18 @@ class AccountingService:
         return batch
 
     async def _flush(self, batch: list[tuple[Delivery, UsageEvent]]) -> None:
+        """Commit the batch, then tell the ledger and the token caches, then ack.
+
+        A crash (or a Redis error) after the commit leaves the batch unacked: it is delivered
+        again, its rows are found already recorded, and the ledger step (absolute spend,
+        idempotent releases) is simply done again.
+        """
         if not batch:
             return
-        fresh, token_hashes = await record_batch(self.db, [event for _, event in batch])
-        await invalidate_tokens(self.backends, token_hashes)
-        for delivery, _ in batch:
-            await delivery.ack()
-        self.recorded += fresh
-        log.info("usage recorded", extra={"batch": len(batch), "new": fresh})
+        recorded = await record_batch(self.db, [event for _, event in batch])
+        await self.backends.ledger.settle(recorded.settlements)
+        await invalidate_tokens(self.backends, recorded.stale_key_hashes)
+        assert self._consumer is not None
+        await self._consumer.ack_many([delivery for delivery, _ in batch])
+        self.recorded += recorded.new
+        log.info("usage recorded", extra={"batch": len(batch), "new": recorded.new})

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from sqlalchemy import select
 
 from switchboard_shared.backends import Backends
-from switchboard_shared.db import Database, SystemSetting, Token
+from switchboard_shared.db import DEFAULT_GROUP, Database, SystemSetting, Token
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import hash_key, same_hash
 from switchboard_shared.token_cache import TokenInvalidation, invalidate_tokens
+
+from .client_ip import IPAddress, IPNetwork, in_any, parse_networks
 
 ADMIN_KEY_SETTING = "admin_key_hash"
 _MISSING = b"-"  # cached marker for "no such key", so unknown keys don't reach the database each time
@@ -21,21 +24,41 @@ _LOCAL_MAX_ENTRIES = 100_000
 
 
 class TokenRecord(BaseModel):
-    """What the edge needs to know about a client key (cached in the key-value store)."""
+    """What the edge needs to know about a client key (cached in the key-value store).
 
-    model_config = ConfigDict(from_attributes=True)
+    Its `spent` is only as fresh as the cache: quota decisions are the ledger's
+    (quota_reservation.py), never this copy's.
+    """
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
     id: int
     name: str
     models: list[str] | None
-    quota: int | None
-    used_quota: int
+    group: str = Field(DEFAULT_GROUP, validation_alias=AliasChoices("group", "group_name"))
+    quota: Decimal | None
+    budget_period: str | None
+    token_quota: int | None
+    used_tokens: int
+    allowed_ips: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
     expires_at: datetime | None
     enabled: bool
+    _networks: tuple[IPNetwork, ...] | None = PrivateAttr(None)
 
     def allows(self, model: str) -> bool:
         """Whether this key may call `model`."""
         return self.models is None or model in self.models
+
+    def allows_ip(self, address: IPAddress | None) -> bool:
+        """Whether a client at `address` may use this key (an unknown address only when any address may)."""
+        if self.allowed_ips is None:
+            return True
+        if self._networks is None:
+            self._networks = parse_networks(self.allowed_ips)
+        return in_any(address, self._networks)
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -82,10 +105,10 @@ class TokenAuthenticator:
             raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")
         if not record.enabled:
             raise OpenAIError(401, "This API key is disabled.", code="api_key_disabled")
-        if record.expires_at is not None and record.expires_at <= datetime.now(timezone.utc):
+        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
             raise OpenAIError(401, "This API key has expired.", code="api_key_expired")
-        if record.quota is not None and record.used_quota >= record.quota:
-            raise OpenAIError(429, "This API key has used up its quota.", code="insufficient_quota")
+        if record.token_quota is not None and record.used_tokens >= record.token_quota:
+            raise OpenAIError(429, "This API key has used up its token quota (token_quota).", code="insufficient_quota")
         return record
 
     async def _lookup(self, key_hash: str) -> TokenRecord | None:

@@ -15,9 +15,9 @@ from switchboard_shared.errors import OpenAIError
 log = logging.getLogger(__name__)
 
 
-def error_response(error: OpenAIError, headers: dict[str, str] | None = None) -> Response:
-    """The HTTP response of an error."""
-    return Response(error.to_json(), status_code=error.status, media_type="application/json", headers=headers)
+def error_response(error: OpenAIError) -> Response:
+    """The HTTP response of an error (with the error's own headers, e.g. Retry-After)."""
+    return Response(error.to_json(), status_code=error.status, media_type="application/json", headers=error.headers)
 
 
 _TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})

@@ -6,18 +6,21 @@ import uuid
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.db import Database
+from switchboard_shared.pricing import PriceBook
 from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
 from .auth import AdminAuthenticator, TokenAuthenticator
 from .catalog import ModelCatalog
+from .client_ip import ClientAddresses
 from .dispatch import JobDispatcher
 from .knowledge_events import JobEventStreams
+from .quota_reservation import QuotaReservations
 from .replies import ReplyRouter
 
 
 class EdgeState:
-    """Everything the routes use: auth, the model catalog, the job dispatcher, the SecretBox for upstream keys."""
+    """Everything the routes use: auth, the model catalog, prices and reservations, the job dispatcher, the SecretBox."""
 
     def __init__(self, settings: Settings, backends: Backends, db: Database, secrets: SecretBox) -> None:
         self.settings, self.backends, self.db = settings, backends, db
@@ -34,6 +37,9 @@ class EdgeState:
             db, settings.knowledge_events_poll_seconds, settings.knowledge_events_heartbeat_seconds,
             settings.knowledge_events_max_streams,
         )
+        self.prices = PriceBook(db)
+        self.reservations = QuotaReservations(db, backends.ledger, self.prices, settings.default_max_tokens_estimate)
+        self.client_addresses = ClientAddresses(settings.trusted_proxies)
 
     async def start(self) -> None:
         """Subscribe to replies, load the catalog and the admin key."""

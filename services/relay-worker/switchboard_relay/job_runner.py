@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from switchboard_shared.contracts import ChatJob, UsageEvent
 from switchboard_shared.db import utcnow
 from switchboard_shared.errors import OpenAIError
+from switchboard_shared.money import ZERO
+from switchboard_shared.pricing import PriceBook
+from switchboard_shared.token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
 from .channel_directory import ChannelDirectory
 from .channels.base import (
@@ -19,11 +22,11 @@ from .channels.base import (
     ResponseHeaders,
     UpstreamError,
     Usage,
+    upstream_model,
 )
 from .frames import FrameSender
 from .openai_render import ChunkRenderer, CompletionAggregate
 from .picker import attempt_order
-from .token_estimate import estimate_prompt_tokens, estimate_text_tokens
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,11 @@ class _Attempt:
 class JobRunner:
     """Runs jobs for a worker: channel attempts with retry, rendering, one usage event per job."""
 
-    def __init__(self, directory: ChannelDirectory, adaptors: dict[str, ChannelAdaptor], max_attempts: int) -> None:
+    def __init__(
+        self, directory: ChannelDirectory, prices: PriceBook, adaptors: dict[str, ChannelAdaptor], max_attempts: int
+    ) -> None:
         self._directory = directory
+        self._prices = prices
         self._adaptors = adaptors
         self._max_attempts = max_attempts
 
@@ -90,7 +96,7 @@ class JobRunner:
             status, error_code = "error", "internal_error"
             await sender.error(OpenAIError(500, "the relay worker failed to serve this request", code="internal_error"))
             await sender.done()
-        return self._usage_event(job, attempt, status, error_code, attempts, started)
+        return await self._usage_event(job, attempt, status, error_code, attempts, started)
 
     async def _relay(self, job: ChatJob, attempt: _Attempt, sender: FrameSender) -> None:
         adaptor = self._adaptors.get(attempt.channel.type)
@@ -125,12 +131,20 @@ class JobRunner:
         completion = estimate_text_tokens(attempt.aggregate.text()) if attempt is not None else 0
         return Usage(estimate_prompt_tokens(job.body), completion, estimated=True)
 
-    def _usage_event(
+    async def _usage_event(
         self, job: ChatJob, attempt: _Attempt | None, status: str, error_code: str | None, attempts: int, started: float
     ) -> UsageEvent:
         produced = attempt is not None and (attempt.aggregate.has_output or attempt.usage is not None)
         usage = self._settled_usage(job, attempt) if produced else Usage(0, 0)
         ttft = attempt.first_output_at if attempt is not None else None
+        cost = ZERO
+        if produced:  # a call that failed before producing anything is never billed
+            try:
+                await self._prices.refresh(job.config_version)
+            except Exception:  # the cached prices are still good; the next job retries the reload
+                log.exception("could not reload prices", extra={"request_id": job.request_id})
+            cost = self._prices.cost(job.model, job.group, usage.prompt_tokens, usage.completion_tokens)
+        reported = attempt.usage if attempt is not None else None
         return UsageEvent(
             request_id=job.request_id,
             token_id=job.token_id,
@@ -147,4 +161,11 @@ class JobRunner:
             duration_ms=int((time.monotonic() - started) * 1000),
             ttft_ms=int((ttft - started) * 1000) if ttft is not None else None,
             created_at=utcnow(),
+            group=job.group,
+            end_user=job.end_user,
+            upstream_model=upstream_model(job, attempt.channel) if attempt is not None else None,
+            client_ip=job.client_ip,
+            cost=cost,
+            upstream_price=reported.price if reported is not None else None,
+            upstream_currency=reported.currency if reported is not None else None,
         )

@@ -16,6 +16,7 @@ from switchboard_shared.bus import Consumer, Delivery
 from switchboard_shared.contracts import CancelNotice, ChatJob, UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.errors import OpenAIError
+from switchboard_shared.pricing import PriceBook
 from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
@@ -55,7 +56,7 @@ class RelayWorker:
             key_prefix=backends.redis_prefix,
             idle_timeout_seconds=settings.upstream_read_timeout_seconds,
         )
-        self.runner = JobRunner(ChannelDirectory(db, secrets), build_adaptors(context), settings.relay_max_attempts)
+        self.runner = JobRunner(ChannelDirectory(db, secrets), PriceBook(db), build_adaptors(context), settings.relay_max_attempts)
 
     async def start(self) -> None:
         """Subscribe to cancels and start consuming every configured family."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -49,7 +50,12 @@ class Consumer(ABC):
     async def close(self) -> None:
         """Stop consuming; unacked deliveries go back to the queue."""
 
-    def __aiter__(self) -> "Consumer":
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack deliveries of this consumer together (a backend may do it in one message)."""
+        for delivery in deliveries:
+            await delivery.ack()
+
+    def __aiter__(self) -> Consumer:
         return self
 
     async def __anext__(self) -> Delivery:

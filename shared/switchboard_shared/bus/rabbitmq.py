@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import aio_pika
 from aio_pika.abc import (
@@ -15,16 +16,18 @@ from .base import Bus, Consumer, Delivery, QueueSpec
 
 
 class _RabbitDelivery(Delivery):
-    def __init__(self, message: AbstractIncomingMessage) -> None:
-        self._message = message
+    def __init__(self, message: AbstractIncomingMessage, consumer: _RabbitConsumer) -> None:
+        self.message, self._consumer = message, consumer
         self.body = message.body
         self.redelivered = bool(message.redelivered)
 
     async def ack(self) -> None:
-        await self._message.ack()
+        self._consumer.settled(self)
+        await self.message.ack()
 
     async def reject(self, requeue: bool = False) -> None:
-        await self._message.reject(requeue=requeue)
+        self._consumer.settled(self)
+        await self.message.reject(requeue=requeue)
 
 
 class _RabbitConsumer(Consumer):
@@ -34,16 +37,44 @@ class _RabbitConsumer(Consumer):
         self._channel, self._queue = channel, queue
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._tag: str | None = None
+        self._unacked: set[int] = set()  # delivery tags handed out and not yet acked or rejected
 
     async def start(self) -> None:
         self._tag = await self._queue.consume(self._inbox.put)
 
     async def get(self, timeout: float | None = None) -> Delivery | None:
-        try:
-            message = await asyncio.wait_for(self._inbox.get(), timeout)
-        except TimeoutError:
-            return None
-        return _RabbitDelivery(message)
+        if not self._inbox.empty():
+            message = self._inbox.get_nowait()  # the common case under load: no timer, no task
+        else:
+            try:
+                message = await asyncio.wait_for(self._inbox.get(), timeout)
+            except TimeoutError:
+                return None
+        if message.delivery_tag is not None:
+            self._unacked.add(message.delivery_tag)
+        return _RabbitDelivery(message, self)
+
+    def settled(self, delivery: _RabbitDelivery) -> None:
+        self._unacked.discard(delivery.message.delivery_tag or 0)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """One basic.ack with `multiple` for the highest delivery tag, when that acks exactly these.
+
+        `multiple` acks every unacked delivery of the channel up to the tag, so it is used only
+        when no other delivery handed out before the last of these is still unacked.
+        """
+        ours = [d for d in deliveries if isinstance(d, _RabbitDelivery) and d.message.delivery_tag in self._unacked]
+        if len(ours) != len(deliveries) or len(ours) < 2:
+            await super().ack_many(deliveries)
+            return
+        last = max(ours, key=lambda d: d.message.delivery_tag or 0)
+        highest = last.message.delivery_tag or 0
+        tags = {d.message.delivery_tag for d in ours}
+        if any(tag <= highest and tag not in tags for tag in self._unacked):
+            await super().ack_many(deliveries)
+            return
+        self._unacked.difference_update(tags)
+        await last.message.ack(multiple=True)
 
     async def close(self) -> None:
         if not self._channel.is_closed:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
+    ForeignKey,
     Integer,
     String,
     Text,
@@ -17,27 +18,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-# SQLite's INTEGER PRIMARY KEY autoincrements only as INTEGER, not BIGINT.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc) if value is not None else None
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+from .types import BigId, Money, UTCDateTime
 
 
 def utcnow() -> datetime:
@@ -65,9 +47,23 @@ class Token(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     key_hint: Mapped[str] = mapped_column(String(16))
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None = every model
-    quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # in tokens; None = unlimited
-    used_quota: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    group_name: Mapped[str] = mapped_column(
+        String(64), ForeignKey("groups.name", name="fk_tokens_group_name_groups"), default="default", server_default="default"
+    )
+    # Money in the operator's unit for the current budget period; None = unlimited.
+    quota: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    # Settled money in the period starting at `period_start` (None: no budget period, `spent` never resets).
+    spent: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    spent_total: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")  # lifetime, never reset
+    budget_period: Mapped[str | None] = mapped_column(String(16), nullable=True)  # daily | weekly | monthly | None
+    token_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # tokens (lifetime); None = unlimited
+    used_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     request_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # addresses/CIDRs; None = any
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
@@ -91,7 +87,8 @@ class Channel(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     weight: Mapped[int] = mapped_column(Integer, default=1, server_default=true())
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
-    used_quota: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    used_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    spent_total: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
     request_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, server_default=func.now())
 
@@ -106,6 +103,10 @@ class UsageRecord(Base):
     token_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     channel_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     model: Mapped[str] = mapped_column(String(128))
+    upstream_model: Mapped[str | None] = mapped_column(String(128), nullable=True)  # what the channel was asked for
+    group_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    end_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    client_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -116,6 +117,10 @@ class UsageRecord(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
+    # What the upstream itself says the call cost (Dify's message_end `total_price`), for comparison.
+    upstream_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    upstream_currency: Mapped[str | None] = mapped_column(String(8), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 

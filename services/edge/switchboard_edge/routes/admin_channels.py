@@ -33,7 +33,8 @@ def channel_out(channel: Channel, secrets: SecretBox) -> ChannelOut:
         enabled=channel.enabled,
         options=dict(channel.options or {}),
         info=channel.info,
-        used_quota=channel.used_quota,
+        used_tokens=channel.used_tokens,
+        spent_total=channel.spent_total,
         request_count=channel.request_count,
         created_at=channel.created_at,
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from switchboard_shared.contracts import ChatJob, FrameKind
 from switchboard_shared.errors import OpenAIError
@@ -17,6 +18,7 @@ from switchboard_shared.keys import hash_key
 from ..auth import TokenRecord
 from ..dispatch import JobDispatcher, ReplyStream
 from ..errors import validation_error
+from ..quota_reservation import Admitted, QuotaReservations
 from ..replies import Frame
 from ..schemas.chat import ChatCompletionRequest
 from .deps import edge_of, json_object
@@ -38,6 +40,9 @@ async def chat_completions(request: Request) -> Response:
     """OpenAI Chat Completions, streaming or not."""
     edge = edge_of(request)
     token = await edge.tokens.authenticate(request.headers.get("authorization"))
+    client_ip = edge.client_addresses.of(request.scope)
+    if not token.allows_ip(client_ip):
+        raise OpenAIError(403, f"This API key may not be used from {client_ip or 'an unknown address'}.", code="ip_not_allowed")
     body = await json_object(request)
     try:
         chat = ChatCompletionRequest.model_validate(body)
@@ -51,6 +56,7 @@ async def chat_completions(request: Request) -> Response:
     state = request.scope["state"]
     state["model"], state["token_id"] = chat.model, token.id
 
+    admitted = await edge.reservations.admit(token, state["request_id"], body, chat.model, edge.catalog.version)
     job = ChatJob(
         request_id=state["request_id"],
         token_id=token.id,
@@ -63,17 +69,56 @@ async def chat_completions(request: Request) -> Response:
         pickup_deadline=edge.dispatcher.new_job_deadline(),
         config_version=edge.catalog.version,
         headers={h: v for h in _FORWARDED_HEADERS if (v := request.headers.get(h)) is not None},
+        group=token.group,
+        client_ip=str(client_ip) if client_ip is not None else None,
     )
+    started = _Started()
     try:
-        stream, first = await _unless_disconnected(request, _first_frame(edge.dispatcher, job, family))
-    except ClientDisconnected:
-        return Response(status_code=499)  # nobody reads it; the job has been cancelled
-    return _respond(stream, first) if job.stream else _respond_once(stream, first)
+        stream, first = await _unless_disconnected(request, _first_frame(edge.dispatcher, job, family, started))
+    except BaseException as exc:
+        if not started:  # no worker took the job (broker down, none in time, client gone): nothing will settle it
+            await edge.reservations.abandon(admitted)
+        await edge.reservations.finish(admitted)
+        if isinstance(exc, ClientDisconnected):
+            return Response(status_code=499)  # nobody reads it; the job has been cancelled
+        if isinstance(exc, OpenAIError) and admitted.headers:
+            exc.headers = {**admitted.headers, **(exc.headers or {})}
+        raise
+    if not job.stream or first[0].kind is FrameKind.ERROR:
+        await edge.reservations.finish(admitted)
+        return _respond_once(stream, first, admitted.headers)
+    return _FinishingStream(_sse(stream, first), admitted, edge.reservations,
+                            media_type="text/event-stream", headers={**_SSE_HEADERS, **admitted.headers, **(first[0].headers or {})})
 
 
-async def _first_frame(dispatcher: JobDispatcher, job: ChatJob, family: str) -> tuple[ReplyStream, Frame]:
+class _Started:
+    """Whether a worker took the job (set once its `started` frame arrived)."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __bool__(self) -> bool:
+        return self.value
+
+
+class _FinishingStream(StreamingResponse):
+    """An SSE response that frees the request's max_parallel slot however it ends (done, error, client gone)."""
+
+    def __init__(self, content: AsyncIterator[bytes], admitted: Admitted, reservations: QuotaReservations, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._admitted, self._reservations = admitted, reservations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._reservations.finish(self._admitted)
+
+
+async def _first_frame(dispatcher: JobDispatcher, job: ChatJob, family: str, started: _Started) -> tuple[ReplyStream, Frame]:
     """Publish the job and wait for the frame that decides the response's status."""
     stream = await dispatcher.submit(job, family)
+    started.value = True
     try:
         return stream, await stream.next()
     except BaseException:
@@ -86,22 +131,13 @@ def _end_user_of(token: TokenRecord) -> str:
     return "sb-" + hash_key(f"switchboard-end-user:{token.id}")[:16]
 
 
-def _respond_once(stream: ReplyStream, frame: Frame) -> Response:
+def _respond_once(stream: ReplyStream, frame: Frame, extra_headers: dict[str, str]) -> Response:
+    """A whole answer (or an error before any streamed byte) as one JSON response."""
     stream.close()
     header, payload = frame
-    if header.kind is FrameKind.ERROR:
-        return Response(payload, status_code=header.status or 502, media_type="application/json", headers=header.headers)
-    return Response(payload, media_type="application/json", headers=header.headers)
-
-
-def _respond(stream: ReplyStream, first: Frame) -> Response:
-    header, payload = first
-    if header.kind is FrameKind.ERROR:  # nothing sent yet: a proper HTTP error
-        stream.close()
-        return Response(payload, status_code=header.status or 502, media_type="application/json", headers=header.headers)
-    return StreamingResponse(
-        _sse(stream, first), media_type="text/event-stream", headers={**_SSE_HEADERS, **(header.headers or {})}
-    )
+    headers = {**extra_headers, **(header.headers or {})}
+    status = (header.status or 502) if header.kind is FrameKind.ERROR else 200
+    return Response(payload, status_code=status, media_type="application/json", headers=headers)
 
 
 async def _sse(stream: ReplyStream, first: Frame) -> AsyncIterator[bytes]:

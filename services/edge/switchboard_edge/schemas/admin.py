@@ -1,13 +1,18 @@
-"""Admin API bodies: channels and tokens."""
+"""Admin API bodies: channels, tokens, prices and groups."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, PlainSerializer, field_validator
 
 from switchboard_shared.channel_types import CHANNEL_FAMILIES
+from switchboard_shared.db import DEFAULT_GROUP
+from switchboard_shared.money import MONEY_PLACES, to_money
+
+from ..client_ip import parse_networks
 
 ChannelType = Literal["openai", "dify"]
 assert set(ChannelType.__args__) == set(CHANNEL_FAMILIES)  # type: ignore[attr-defined]
@@ -48,6 +53,49 @@ def _short_url(url: HttpUrl | None) -> HttpUrl | None:
     if url is not None and len(str(url)) > _BASE_URL_MAX:
         raise ValueError(f"URL must be at most {_BASE_URL_MAX} characters")
     return url
+
+
+def _money(value: Any) -> Decimal:
+    """An amount of money from JSON: a number or a decimal string, finite, ≥ 0, at most 10 decimal places."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError("must be a number or a decimal string")  # noqa: TRY004 - pydantic reports ValueErrors
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError("must be a number or a decimal string") from None
+    if not amount.is_finite():
+        raise ValueError("must be a finite number")
+    if amount < 0:
+        raise ValueError("must not be negative")
+    if amount > MONEY_MAX:
+        raise ValueError(f"must be at most {MONEY_MAX}")
+    if amount != amount.quantize(Decimal(1).scaleb(-MONEY_PLACES), rounding=ROUND_HALF_UP):
+        raise ValueError(f"must have at most {MONEY_PLACES} decimal places")
+    return to_money(amount)
+
+
+def money_text(amount: Decimal) -> str:
+    """An amount as the API shows it: an exact decimal string without exponent or trailing zeros."""
+    text = format(amount, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+#: Money in request and response bodies: exact; in as a number or string, out as a decimal string.
+Money = Annotated[Decimal, BeforeValidator(_money), PlainSerializer(money_text, return_type=str, when_used="json")]
+#: Largest amount the ledger counts exactly (2**53 units of 1e-8), rounded down.
+MONEY_MAX = Decimal(90_000_000)
+
+
+def _clean_ips(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    if not values:
+        raise ValueError("an empty list would refuse every address; use null to allow any")
+    try:
+        networks = parse_networks(values)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return list(dict.fromkeys(str(n) if n.prefixlen != n.max_prefixlen else str(n.network_address) for n in networks))
 
 
 class ChannelCreate(_Strict):
@@ -95,43 +143,73 @@ class ChannelOut(BaseModel):
     enabled: bool
     options: dict[str, Any]
     info: dict[str, Any] | None
-    used_quota: int
+    used_tokens: int
     request_count: int
     created_at: datetime
 
 
+_LIMIT = Field(None, ge=1, le=_INT32_MAX)
+BudgetPeriodField = Literal["daily", "weekly", "monthly"] | None
+
+
 class TokenCreate(_Strict):
     name: str = Field(min_length=1, max_length=128)
+    group: str = Field(DEFAULT_GROUP, min_length=1, max_length=64)
     models: list[str] | None = None
-    quota: int | None = Field(None, ge=0, le=_INT64_MAX, description="Tokens this key may use; null = unlimited.")
+    quota: Money | None = Field(None, description="Money this key may spend (per budget period); null = unlimited.")
+    budget_period: BudgetPeriodField = None
+    token_quota: int | None = Field(None, ge=0, le=_INT64_MAX, description="Tokens this key may use; null = unlimited.")
+    allowed_ips: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=256)
+    rpm: int | None = _LIMIT
+    tpm: int | None = _LIMIT
+    max_parallel: int | None = _LIMIT
     expires_at: datetime | None = None
     enabled: bool = True
 
     _models = field_validator("models")(_clean_models)
-    _text = field_validator("name")(_no_nul)
+    _text = field_validator("name", "group")(_no_nul)
+    _ips = field_validator("allowed_ips")(_clean_ips)
 
 
 class TokenUpdate(_Strict):
     name: str | None = Field(None, min_length=1, max_length=128)
+    group: str | None = Field(None, min_length=1, max_length=64)
     models: list[str] | None = None
-    quota: int | None = Field(None, ge=0, le=_INT64_MAX)
+    quota: Money | None = None
+    budget_period: BudgetPeriodField = None
+    token_quota: int | None = Field(None, ge=0, le=_INT64_MAX)
+    allowed_ips: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=256)
+    rpm: int | None = _LIMIT
+    tpm: int | None = _LIMIT
+    max_parallel: int | None = _LIMIT
     expires_at: datetime | None = None
     enabled: bool | None = None
 
     _models = field_validator("models")(_clean_models)
-    _text = field_validator("name")(_no_nul)
+    _text = field_validator("name", "group")(_no_nul)
+    _ips = field_validator("allowed_ips")(_clean_ips)
 
 
 class TokenOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: int
     name: str
     key_hint: str
+    group: str
     models: list[str] | None
-    quota: int | None
-    used_quota: int
+    quota: Money | None
+    spent: Money = Field(description="Settled spend in the current budget period.")
+    reserved: Money = Field(description="Reserved by calls in flight.")
+    remaining: Money | None = Field(description="quota - spent - reserved (never below 0); null = unlimited.")
+    spent_total: Money = Field(description="Settled spend over the key's life.")
+    budget_period: str | None
+    period_start: datetime | None = Field(description="Start of the current budget period (UTC).")
+    token_quota: int | None
+    used_tokens: int
     request_count: int
+    allowed_ips: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
     expires_at: datetime | None
     enabled: bool
     created_at: datetime
@@ -139,3 +217,47 @@ class TokenOut(BaseModel):
 
 class TokenCreated(TokenOut):
     key: str = Field(description="The key itself: shown once, only its hash is stored.")
+
+
+# ---------------------------------------------------------------- prices and groups
+
+
+def _price_model(model: str) -> str:
+    model = model.strip()
+    _no_nul(model)
+    if "*" in model[:-1]:
+        raise ValueError("'*' may only end a pattern (e.g. 'gpt-4o*'), or stand alone for the default")
+    return model
+
+
+class PriceBody(_Strict):
+    input_per_million: Money = Field(default_factory=lambda: Decimal(0))
+    output_per_million: Money = Field(default_factory=lambda: Decimal(0))
+    per_call: Money = Field(default_factory=lambda: Decimal(0))
+
+
+class PriceSet(PriceBody):
+    model: str = Field(min_length=1, max_length=_MODEL_NAME_MAX)
+
+    _model = field_validator("model")(_price_model)
+
+
+class PriceOut(BaseModel):
+    model: str = Field(description="A model, a `prefix*` pattern, or `*`: the default for every other model.")
+    input_per_million: Money
+    output_per_million: Money
+    per_call: Money
+    updated_at: datetime
+
+
+class GroupSet(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    multiplier: Money
+
+    _text = field_validator("name")(_no_nul)
+
+
+class GroupOut(BaseModel):
+    name: str
+    multiplier: Money
+    created_at: datetime

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from switchboard_shared.contracts import ChatJob
@@ -50,11 +51,17 @@ class Delta:
 
 @dataclass
 class Usage:
-    """Token counts reported by the upstream (`estimated` when we counted ourselves)."""
+    """Token counts reported by the upstream (`estimated` when we counted ourselves).
+
+    `price`/`currency`: what the upstream itself says the call cost (Dify's `total_price`),
+    recorded beside our own cost for comparison; never used to bill.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
+    price: Decimal | None = None
+    currency: str | None = None
 
 
 @dataclass

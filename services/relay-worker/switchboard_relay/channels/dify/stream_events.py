@@ -8,6 +8,7 @@ chunks happens in `switchboard_relay.openai_render` like for every channel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..base import (
@@ -120,7 +121,7 @@ class DifyEventTranslator:
                 if isinstance(file, dict) and file.get("url"):
                     out.extend(self._on_message_file({"url": file["url"], "type": file.get("type"), "belongs_to": "assistant"}))
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        out.append(Usage(prompt, completion))
+        out.append(Usage(prompt, completion, price=_price(usage.get("total_price")), currency=_currency(usage.get("currency"))))
         return out
 
     def _on_workflow_finished(self, event: dict[str, Any]) -> list[UpstreamEvent]:
@@ -131,3 +132,18 @@ class DifyEventTranslator:
         if self.mode == "workflow" and not self.streamed_text:
             return self._text(reply_from_outputs(self.channel, data.get("outputs")))
         return []
+
+
+def _price(value: Any) -> Decimal | None:
+    """Dify's `total_price` (a decimal string such as "0.0000485"), or None when absent or not a finite amount."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return price if price.is_finite() and price >= 0 else None
+
+
+def _currency(value: Any) -> str | None:
+    return value[:8] if isinstance(value, str) and value else None

@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...token_estimate import message_text
+from switchboard_shared.token_estimate import message_text
+
 from . import zero_width
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
