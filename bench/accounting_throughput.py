@@ -5,7 +5,7 @@ Run from the repository root:
     uv run python -m bench.accounting_throughput                     # 100,000 events
     uv run python -m bench.accounting_throughput --events 200000 --batch-size 1000
 
-One run starts an isolated distributed stack (``tests.support.stack.Stack``: edge and one
+One run starts an isolated distributed stack (``harness.stack.Stack``: edge and one
 accounting process on the local RabbitMQ, Redis and Postgres, no relay worker), creates
 ``--tokens`` tokens (half with a money quota, so settling also mirrors their spend in Redis)
 and ``--channels`` channels, then:
@@ -180,8 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
+    from harness.stack import AMQP_URL, Stack
     from switchboard_shared.settings import Settings
-    from tests.support.stack import AMQP_URL, Stack
 
     started_at = datetime.now(UTC)
     batch_size = args.batch_size or Settings().accounting_batch_size

@@ -144,7 +144,7 @@ def shared_server_pids() -> dict[str, list[int]]:
 
 
 def stack_pids(stack: Any, extra: dict[str, list[int]], shared: dict[str, list[int]]) -> dict[str, list[int]]:
-    """Processes to meter for a running `tests.support.stack.Stack`: its own (edge, relay-worker(s),
+    """Processes to meter for a running `harness.stack.Stack`: its own (edge, relay-worker(s),
     accounting), then `extra` (e.g. the fake), the shared servers, and Postgres (looked up now, so
     the stack's own backends are included)."""
     pids: dict[str, list[int]] = {}

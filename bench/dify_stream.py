@@ -9,7 +9,7 @@ One run starts, as separate processes on 127.0.0.1:
 - the fake Dify (``python -m tests.fakes.dify_server``): one chat app whose answer,
   ``"Echo: " + query``, is cut into ``--chunks`` ``message`` events; no ping before the first
   event, no delays. It serves both targets;
-- for the Switchboard target, an isolated distributed stack (``tests.support.stack.Stack``:
+- for the Switchboard target, an isolated distributed stack (``harness.stack.Stack``:
   edge, relay worker(s) and accounting on the local RabbitMQ, Redis and Postgres) with one
   ``dify`` channel for that app (its model is the app's name, read with ``GET /info``).
 
@@ -78,7 +78,7 @@ from bench.common import (
     usage_check,
     write_results,
 )
-from tests.support.stack import free_port, wait_http
+from harness.stack import free_port, wait_http
 
 APP_KEY = "app-bench-dify"
 APP_NAME = "bench-dify"  # also the model name: a Dify channel without models uses the app's name
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             target = Target("direct", fake_url, APP_KEY, DifyProtocol(), {"fake": [fake.pid]})
             results["targets"]["direct"] = asyncio.run(bench_target(target, args))
         if args.only in (None, "switchboard"):
-            from tests.support.stack import Stack
+            from harness.stack import Stack
 
             log(f"starting Switchboard (distributed, {args.relay_workers} relay worker(s))")
             stack = Stack("distributed", relay_workers=args.relay_workers, extra_env={"SB_LOG_LEVEL": args.log_level})

@@ -173,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
-    from tests.support.stack import REDIS_URL, Stack, free_port
+    from harness.stack import REDIS_URL, Stack, free_port
 
     started_at = datetime.now(UTC)
     results: dict[str, Any] = {"benchmark": "edge_limits", "started_at": started_at.isoformat(), "environment": environment(),

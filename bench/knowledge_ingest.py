@@ -10,7 +10,7 @@ One run starts, as separate processes on 127.0.0.1:
   Cloud's knowledge rate limit: a sliding 60 s window of ``--rate-limit`` counted calls per
   workspace (every create is one), indexing that takes ``--indexing-seconds`` per document, and
   one dataset created at start (not counted);
-- an isolated Switchboard stack (``tests.support.stack.Stack``; distributed by default: edge,
+- an isolated Switchboard stack (``harness.stack.Stack``; distributed by default: edge,
   relay worker, accounting and ``switchboard knowledge`` on the local RabbitMQ, Redis and Postgres).
 
 It registers the fake as a knowledge target whose ``rate_limit_per_minute`` is R, submits one job of
@@ -60,7 +60,7 @@ from bench.common import (
     stop_process,
     write_results,
 )
-from tests.support.stack import free_port, wait_http
+from harness.stack import free_port, wait_http
 
 DATASET_KEY = "dataset-bench"
 DATASET_NAME = "knowledge-bench"
@@ -110,7 +110,7 @@ def knowledge_pid(stack: Any) -> int:
     for proc_name, proc in stack._procs:
         if proc_name == name:
             return int(proc.pid)
-    raise RuntimeError(f"the {stack.mode} Stack has no '{name}' process (tests/support/stack.py must start it)")
+    raise RuntimeError(f"the {stack.mode} Stack has no '{name}' process (harness/stack.py must start it)")
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"fake Dify knowledge API at {fake_url} (pid {fake.pid}, log in {logdir}); dataset {dataset_id}")
         body = job_body("", dataset_id, args.documents, args.document_chars)
 
-        from tests.support.stack import Stack
+        from harness.stack import Stack
 
         log(f"starting Switchboard ({args.mode})")
         stack = Stack(args.mode, extra_env={"SB_LOG_LEVEL": args.log_level})

@@ -8,7 +8,7 @@ Run from the repository root:
 One run starts, as separate processes on 127.0.0.1:
 - the fake OpenAI upstream (``tests.fakes.openai_server``, auth off, ``--chunks`` content
   chunks per stream), shared by both targets;
-- for the Switchboard target, an isolated distributed stack (``tests.support.stack.Stack``:
+- for the Switchboard target, an isolated distributed stack (``harness.stack.Stack``:
   edge, relay worker(s) and accounting on the local RabbitMQ, Redis and Postgres, with their
   own database, queue prefix and Redis prefix, all removed at the end).
 
@@ -72,7 +72,7 @@ from bench.common import (
     usage_check,
     write_results,
 )
-from tests.support.stack import free_port, wait_http
+from harness.stack import free_port, wait_http
 
 MODEL = "gpt-4o-mini"
 # ~200 characters of reply ("echo: " + this), so a 50-chunk stream has 50 non-empty content pieces.
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             target = Target("direct", fake_url, "sk-bench-direct", {"fake": [fake.pid]})
             results["targets"]["direct"] = asyncio.run(bench_target(target, args, log))
         if args.only in (None, "switchboard"):
-            from tests.support.stack import Stack
+            from harness.stack import Stack
 
             log(f"starting Switchboard (distributed, {args.relay_workers} relay worker(s))")
             stack = Stack("distributed", relay_workers=args.relay_workers, extra_env={"SB_LOG_LEVEL": args.log_level})

@@ -5,7 +5,7 @@ Run from the repository root:
     uv run python -m bench.usage_report                     # 1,000,000 rows, 200 calls per report
     uv run python -m bench.usage_report --rows 200000 --calls 50
 
-One run starts an isolated distributed stack (``tests.support.stack.Stack``: edge and accounting
+One run starts an isolated distributed stack (``harness.stack.Stack``: edge and accounting
 on the local RabbitMQ, Redis and Postgres, no relay worker) and fills its database with SQL
 (``generate_series``, seeded ``random()``):
 - ``--tokens`` tokens and ``--channels`` channels;
@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
-    from tests.support.stack import Stack
+    from harness.stack import Stack
 
     started_at = datetime.now(UTC)
     results: dict[str, Any] = {"benchmark": "usage_report", "started_at": started_at.isoformat(), "environment": environment(),

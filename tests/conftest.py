@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from harness.stack import Stack
 from tests.fakes.dify_knowledge_server import FakeKnowledgeState, run_fake_knowledge
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
 from tests.helpers import DEFAULT_MODEL, OTHER_MODEL
-from tests.support.stack import Stack
 
 MODES = ["embedded", "distributed"]
 

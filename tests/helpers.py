@@ -22,8 +22,8 @@ import httpx
 import openai
 import uvicorn
 
+from harness.stack import Stack
 from tests.fakes.openai_server import FakeOpenAIState, create_openai_app
-from tests.support.stack import Stack
 
 #: The function tool both suites call, in OpenAI's request shape.
 WEATHER_TOOL = {

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
+from harness.stack import Stack
 from tests.fakes.dify_knowledge_server import FakeDataset, FakeKnowledgeState
-from tests.support.stack import Stack
 
 FINISHED = ("completed", "failed", "cancelled")
 

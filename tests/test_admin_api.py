@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.stack import Stack
 from tests.helpers import (
     DEFAULT_MODEL,
     TIMEOUT,
@@ -17,7 +18,6 @@ from tests.helpers import (
     query,
     usage_for,
 )
-from tests.support.stack import Stack
 
 
 def chat_ok(stack: Stack, key: str, model: str = DEFAULT_MODEL) -> int:

@@ -8,9 +8,9 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from harness.stack import Stack
 from switchboard.cli import app
 from tests.helpers import DEFAULT_MODEL, http_client
-from tests.support.stack import Stack
 
 runner = CliRunner()
 

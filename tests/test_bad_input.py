@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.stack import Stack
 from tests.helpers import (
     DEFAULT_MODEL,
     OTHER_MODEL,
@@ -24,7 +25,6 @@ from tests.helpers import (
     token_row,
     usage_for,
 )
-from tests.support.stack import Stack
 
 CHAT = "/v1/chat/completions"
 HI = [{"role": "user", "content": "hi"}]

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.stack import Stack
 from switchboard_shared.token_estimate import estimate_prompt_tokens
 from tests.conftest import TRUSTED_PROXY
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
 from tests.helpers import TIMEOUT, assert_openai_error, http_client, money, query, token_row, usage_for
-from tests.support.stack import Stack
 
 CHAT = "/v1/chat/completions"
 

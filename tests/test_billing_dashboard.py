@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from harness.stack import Stack
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState
 from tests.helpers import assert_openai_error, http_client
-from tests.support.stack import Stack
 
 PATHS = ("/v1/dashboard/billing/subscription", "/dashboard/billing/subscription")
 USAGE_PATHS = ("/v1/dashboard/billing/usage", "/dashboard/billing/usage")

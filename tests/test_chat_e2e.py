@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from harness.stack import AMQP_URL, Stack
 from switchboard_shared.bus import Queues
 from switchboard_shared.bus.rabbitmq import RabbitBus
 from switchboard_shared.contracts import UsageEvent
@@ -29,7 +30,6 @@ from tests.helpers import (
     token_row,
     usage_for,
 )
-from tests.support.stack import AMQP_URL, Stack
 
 
 def prompt(label: str) -> str:

@@ -23,6 +23,7 @@ import httpx
 import openai
 import pytest
 
+from harness.stack import Stack
 from switchboard_relay.channels.dify import zero_width
 from tests.fakes.dify_server import (
     AgentThought,
@@ -36,7 +37,6 @@ from tests.fakes.dify_server import (
     run_fake_dify,
 )
 from tests.helpers import TIMEOUT, WEATHER_TOOL, assert_openai_error, async_client, money, sync_client, usage_for
-from tests.support.stack import Stack
 
 CHAT_PATH = "/v1/chat-messages"
 COMPLETION_PATH = "/v1/completion-messages"

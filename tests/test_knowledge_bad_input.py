@@ -7,10 +7,10 @@ import uuid
 import orjson
 import pytest
 
+from harness.stack import Stack
 from tests.fakes.dify_knowledge_server import FakeKnowledgeState
 from tests.helpers import assert_openai_error, query
 from tests.knowledge_helpers import KnowledgeSetup, new_setup
-from tests.support.stack import Stack
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.stack import ROOT, Stack, free_port
 from switchboard.ingest_files import DOCUMENT_NAME_MAX, DuplicateNames, SourceFile, find_files, job_chunks
 from switchboard.knowledge_client import JOB_ENDED
 from switchboard_shared.db import JOB_FINISHED
@@ -23,7 +24,6 @@ from switchboard_shared.db import knowledge as knowledge_tables
 from switchboard_shared.knowledge.file_types import dify_file_name
 from tests.fakes.dify_knowledge_server import FakeKnowledgeState
 from tests.knowledge_helpers import KnowledgeSetup, fake_config, new_setup
-from tests.support.stack import ROOT, Stack, free_port
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import time
 import orjson
 import pytest
 
+from harness.stack import Stack
 from tests.fakes.dify_knowledge_server import FakeKnowledgeState
 from tests.knowledge_helpers import KnowledgeSetup, fake_config, new_setup, texts
-from tests.support.stack import Stack
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ import orjson
 import pytest
 from httpx_sse import connect_sse
 
+from harness.stack import Stack
 from tests.fakes.dify_knowledge_server import FakeKnowledgeState
 from tests.helpers import TIMEOUT, assert_openai_error
 from tests.knowledge_helpers import KnowledgeSetup, fake_config, new_setup, texts
-from tests.support.stack import Stack
 
 _OPEN_STREAMS = re.compile(r"^switchboard_edge_knowledge_event_streams (\S+)$", re.MULTILINE)
 

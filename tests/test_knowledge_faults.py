@@ -7,9 +7,9 @@ with it; the knowledge service republishes unfinished jobs at start).
 
 from __future__ import annotations
 
+from harness.stack import Stack
 from tests.fakes.dify_knowledge_server import FakeKnowledgeState
 from tests.knowledge_helpers import new_setup, texts
-from tests.support.stack import Stack
 
 
 def test_killed_mid_job_finishes_after_restart_without_duplicates(stack: Stack, knowledge_fake: tuple[str, FakeKnowledgeState]) -> None:

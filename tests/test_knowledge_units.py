@@ -11,13 +11,13 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from harness.stack import PG_ADMIN_URL
 from switchboard_knowledge.document_locks import DocumentLocks
 from switchboard_knowledge.sources import SourceError
 from switchboard_knowledge.sources.url_fetch import UrlFetcher, refused_address
 from switchboard_shared.db import Database
 from switchboard_shared.knowledge.file_types import dify_file_name, unsupported_reason
 from switchboard_shared.knowledge.options import JobOptions, ProcessRule
-from tests.support.stack import PG_ADMIN_URL
 
 
 @pytest.mark.parametrize(

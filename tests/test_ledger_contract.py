@@ -19,12 +19,12 @@ from decimal import Decimal
 import pytest
 from redis.asyncio import Redis
 
+from harness.stack import REDIS_URL, ROOT
 from switchboard_shared.backends import redis_client
 from switchboard_shared.budget_period import period_start
 from switchboard_shared.ledger import Admission, Ledger, Release, Settlement, Verdict, ledger_period, to_ledger_units
 from switchboard_shared.ledger.memory import MemoryLedger
 from switchboard_shared.ledger.redis import RedisLedger
-from tests.support.stack import REDIS_URL, ROOT
 
 RESERVATION_TTL = 900.0
 SLOT_TTL = 600.0

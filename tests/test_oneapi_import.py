@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from harness.stack import Stack
 from switchboard.cli import app
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState
 from tests.helpers import assert_openai_error, http_client, usage_for
 from tests.support.oneapi_db import OneApiDatabase
-from tests.support.stack import Stack
 
 runner = CliRunner()
 

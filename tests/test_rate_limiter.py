@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
+from harness.stack import REDIS_URL
 from switchboard_shared.ratelimit import RateLimiter, spacing_seconds
 from switchboard_shared.ratelimit.memory import MemoryRateLimiter
 from switchboard_shared.ratelimit.redis import RedisRateLimiter
-from tests.support.stack import REDIS_URL
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from harness.stack import Stack, free_port
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
 from tests.helpers import (
     DEFAULT_MODEL,
@@ -30,7 +31,6 @@ from tests.helpers import (
     token_row,
     usage_for,
 )
-from tests.support.stack import Stack, free_port
 
 CHAT = "/v1/chat/completions"
 

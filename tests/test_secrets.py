@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.stack import AMQP_URL, PG_ADMIN_URL, REDIS_URL, Stack, free_port, wait_http
 from switchboard.secret_key import SECRET_FILE_NAME, SecretKeyError, read_or_create_secret_file, secret_box_for
 from switchboard_shared.secret_box import ENCRYPTED_PREFIX, UNDECRYPTABLE_MASK, SecretBox, SecretDecryptError
 from switchboard_shared.settings import Settings
 from tests.fakes.openai_server import FakeOpenAIState, run_fake_openai
 from tests.helpers import TIMEOUT, assert_openai_error, full_logs, http_client, query
-from tests.support.stack import AMQP_URL, PG_ADMIN_URL, REDIS_URL, Stack, free_port, wait_http
 
 #: The key the private fake upstream of this module accepts (and nothing else does).
 UPSTREAM_KEY = "sk-upstream-private-" + uuid.uuid4().hex

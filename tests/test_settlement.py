@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
+from harness.stack import PG_ADMIN_URL
 from switchboard.migrate import upgrade
 from switchboard_accounting.recorder import record_batch
 from switchboard_accounting.retention import prune_usage
@@ -25,7 +26,6 @@ from switchboard_shared.budget_period import current_spent
 from switchboard_shared.contracts import UsageEvent
 from switchboard_shared.db import Database, Token, UsageRecord, UsageRollupDaily, UsageRollupHourly
 from switchboard_shared.ledger import ledger_period, to_ledger_units
-from tests.support.stack import PG_ADMIN_URL
 
 MIDNIGHT = datetime(2026, 12, 2, tzinfo=timezone.utc)
 

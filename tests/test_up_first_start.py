@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.stack import free_port
+from harness.stack import free_port
 
 KEY_LINE = re.compile(r"^\s+(sk-admin-\S+)\s*$", re.MULTILINE)
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
+from harness.stack import Stack, free_port
 from switchboard_accounting.recorder import record_batch
 from switchboard_shared.contracts import UsageEvent
 from switchboard_shared.db import Database
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState
 from tests.helpers import assert_openai_error, http_client, money, query
-from tests.support.stack import Stack, free_port
 
 HISTORY_EVENTS = 60
 #: SQL for the hour / day of `created_at` as the report prints them, per backend.

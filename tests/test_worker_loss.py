@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
+from harness.stack import Stack
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
-from tests.support.stack import Stack
 
 WORDS = 24
 

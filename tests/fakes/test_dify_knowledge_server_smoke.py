@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.stack import ROOT, free_port, wait_http
+from harness.stack import ROOT, free_port, wait_http
 
 from .dify_knowledge_server import RATE_LIMIT_MESSAGE, FakeKnowledgeState, run_fake_knowledge
 
