@@ -9,7 +9,7 @@ import time
 from pydantic import ValidationError
 
 from switchboard_shared.backends import Backends
-from switchboard_shared.bus import Consumer, Delivery
+from switchboard_shared.bus import Consumer, Delivery, DeliveryLost
 from switchboard_shared.contracts import UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.db.errors import refused_as_data
@@ -20,6 +20,9 @@ from .recorder import record_batch
 from .retention import UsagePruner
 
 log = logging.getLogger(__name__)
+
+#: Pause before trying again when the database (or anything else) failed a batch.
+_PAUSE_AFTER_FAILURE_SECONDS = 1.0
 
 
 class AccountingService:
@@ -52,25 +55,40 @@ class AccountingService:
         return await self.backends.bus.ping() and await self.db.ping()
 
     async def _run(self) -> None:
+        """Batch after batch, for the life of the service: no error ends the loop (the broker
+        reconnects by itself, and whatever was not acked is delivered again)."""
         assert self._consumer is not None
         while True:
-            batch = await self._collect(self._consumer)
             try:
-                await self._flush(batch)
+                await self._record_next_batch(self._consumer)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if refused_as_data(exc):
-                    await self._isolate(batch)
-                else:
-                    await self._hand_back(batch, exc)
+            except DeliveryLost:
+                log.warning("broker connection lost mid-batch; its events will be delivered again")
+            except Exception:
+                log.exception("usage loop failed; going on")
+                await asyncio.sleep(_PAUSE_AFTER_FAILURE_SECONDS)
+
+    async def _record_next_batch(self, consumer: Consumer) -> None:
+        batch = await self._collect(consumer)
+        try:
+            await self._flush(batch)
+        except (asyncio.CancelledError, DeliveryLost):
+            raise
+        except Exception as exc:
+            if refused_as_data(exc):
+                await self._isolate(batch)
+            else:
+                await self._hand_back(batch, exc)
 
     async def _hand_back(self, batch: list[tuple[Delivery, UsageEvent]], exc: Exception) -> None:
         """The database is away: return the events to the queue and try again shortly."""
         log.error("usage batch failed; will retry", extra={"size": len(batch), "error": type(exc).__name__})
-        for delivery, _ in batch:
-            await delivery.reject(requeue=True)
-        await asyncio.sleep(1.0)
+        try:
+            for delivery, _ in batch:
+                await delivery.reject(requeue=True)
+        finally:
+            await asyncio.sleep(_PAUSE_AFTER_FAILURE_SECONDS)
 
     async def _isolate(self, batch: list[tuple[Delivery, UsageEvent]]) -> None:
         """The database refused the batch's data: record its events one by one and dead-letter
@@ -82,7 +100,9 @@ class AccountingService:
                 if not refused_as_data(exc):
                     await self._hand_back(batch[index:], exc)
                     return
-                log.error("usage event refused by the database, sent to the dead-letter queue", extra={"request_id": item[1].request_id})
+                log.error(
+                    "usage event refused by the database, sent to the dead-letter queue", extra={"request_id": item[1].request_id}
+                )
                 await item[0].reject(requeue=False)
 
     async def _collect(self, consumer: Consumer) -> list[tuple[Delivery, UsageEvent]]:

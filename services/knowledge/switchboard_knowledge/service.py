@@ -10,7 +10,7 @@ import httpx
 from pydantic import ValidationError
 
 from switchboard_shared.backends import Backends
-from switchboard_shared.bus import Consumer, Delivery
+from switchboard_shared.bus import Consumer, Delivery, DeliveryLost
 from switchboard_shared.contracts import IngestWork
 from switchboard_shared.db import Database
 from switchboard_shared.db.errors import refused_as_data
@@ -83,6 +83,13 @@ class KnowledgeService:
             task.add_done_callback(self._batches.discard)
 
     async def _handle(self, delivery: Delivery) -> None:
+        try:
+            await self._serve(delivery)
+        except DeliveryLost:
+            # The broker redelivers it after reconnecting; settled documents are not touched again.
+            log.warning("ingest batch settled after the broker connection was lost; it will be delivered again")
+
+    async def _serve(self, delivery: Delivery) -> None:
         try:
             work = IngestWork.model_validate_json(delivery.body)
         except ValidationError:

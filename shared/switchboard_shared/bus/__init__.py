@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..settings import EMBEDDED_URL
-from .base import Bus, Consumer, Delivery, QueueSpec
+from .base import Bus, Consumer, Delivery, DeliveryLost, QueueSpec
 
 
 def bus_from_url(url: str) -> Bus:
@@ -36,4 +36,4 @@ class Queues:
         return [self.usage, self.ingest, *(self.chat(f) for f in families)]
 
 
-__all__ = ["Bus", "Consumer", "Delivery", "QueueSpec", "Queues", "bus_from_url"]
+__all__ = ["Bus", "Consumer", "Delivery", "DeliveryLost", "QueueSpec", "Queues", "bus_from_url"]

@@ -24,8 +24,17 @@ class QueueSpec:
         return f"{self.name}.dlq"
 
 
+class DeliveryLost(Exception):
+    """The connection a delivery came on is gone, so it can no longer be acked or rejected.
+
+    Nothing is lost: the broker puts every unacked message of a dead connection back on its
+    queue, and it is delivered again once the bus has reconnected. Consumers must therefore be
+    idempotent (they are: usage by request id, ingest by document state).
+    """
+
+
 class Delivery(ABC):
-    """One received message; exactly one of ack/reject must be called."""
+    """One received message; exactly one of ack/reject must be called (either may raise DeliveryLost)."""
 
     body: bytes
     redelivered: bool
@@ -44,7 +53,12 @@ class Consumer(ABC):
 
     @abstractmethod
     async def get(self, timeout: float | None = None) -> Delivery | None:
-        """The next delivery, or None when `timeout` seconds pass first."""
+        """The next delivery, or None when `timeout` seconds pass first or the consumer is cancelled."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Stop receiving: deliveries not yet taken with `get()` go back to the queue unhandled,
+        those already taken can still be acked or rejected; `get()` then answers None at once."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -60,7 +74,7 @@ class Consumer(ABC):
 
     async def __anext__(self) -> Delivery:
         delivery = await self.get()
-        if delivery is None:  # pragma: no cover - get() without timeout never returns None
+        if delivery is None:  # only once cancelled: get() without a timeout waits otherwise
             raise StopAsyncIteration
         return delivery
 
@@ -86,7 +100,7 @@ class Bus(ABC):
 
     @abstractmethod
     async def ping(self) -> bool:
-        """Whether the broker is reachable."""
+        """Whether the broker is connected right now (False while a reconnect is under way)."""
 
     async def delete_queues(self, queues: list[QueueSpec]) -> None:
         """Remove queues (and their dead-letter queues); used by tests and tooling."""

@@ -40,15 +40,32 @@ class _MemoryConsumer(Consumer):
     def __init__(self, bus: "MemoryBus", queue: QueueSpec, prefetch: int) -> None:
         self._bus, self._spec = bus, queue
         self._slots = asyncio.Semaphore(prefetch)
+        self._cancelled = asyncio.Event()
 
     def release(self) -> None:
         self._slots.release()
 
     async def get(self, timeout: float | None = None) -> Delivery | None:
-        try:
-            return await asyncio.wait_for(self._next(), timeout)
-        except TimeoutError:
+        if self._cancelled.is_set():
             return None
+        taking = asyncio.ensure_future(self._next())
+        cancelled = asyncio.ensure_future(self._cancelled.wait())
+        try:
+            await asyncio.wait({taking, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if not taking.done():
+                taking.cancel()  # _next() gives its slot back; the message stays queued
+        if taking.done() and not taking.cancelled():
+            delivery = taking.result()
+            if self._cancelled.is_set():
+                await delivery.reject(requeue=True)
+                return None
+            return delivery
+        return None
+
+    async def cancel(self) -> None:
+        self._cancelled.set()
 
     async def _next(self) -> Delivery:
         await self._slots.acquire()

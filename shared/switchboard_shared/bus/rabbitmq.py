@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
 
-from .base import Bus, Consumer, Delivery, QueueSpec
+from .base import Bus, Consumer, Delivery, DeliveryLost, QueueSpec
+
+#: What aio-pika raises when the channel a message came on died with its connection.
+_CHANNEL_GONE = (aio_pika.exceptions.ChannelInvalidStateError, aiormq.exceptions.AMQPError, ConnectionError)
+
+
+async def _settle(call: Awaitable[None]) -> None:
+    """Ack or reject; a channel lost with its connection becomes DeliveryLost (the broker redelivers)."""
+    try:
+        await call
+    except _CHANNEL_GONE as exc:
+        raise DeliveryLost(f"the broker connection was lost ({type(exc).__name__})") from None
 
 
 class _RabbitDelivery(Delivery):
@@ -23,11 +35,11 @@ class _RabbitDelivery(Delivery):
 
     async def ack(self) -> None:
         self._consumer.settled(self)
-        await self.message.ack()
+        await _settle(self.message.ack())
 
     async def reject(self, requeue: bool = False) -> None:
         self._consumer.settled(self)
-        await self.message.reject(requeue=requeue)
+        await _settle(self.message.reject(requeue=requeue))
 
 
 class _RabbitConsumer(Consumer):
@@ -38,21 +50,60 @@ class _RabbitConsumer(Consumer):
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._tag: str | None = None
         self._unacked: set[int] = set()  # delivery tags handed out and not yet acked or rejected
+        self._cancelled = asyncio.Event()
 
     async def start(self) -> None:
         self._tag = await self._queue.consume(self._inbox.put)
+        if isinstance(self._channel, aio_pika.RobustChannel):
+            # After a reconnect, delivery tags start again at 1: the old ones are void (redelivered).
+            self._channel.reopen_callbacks.add(lambda *_: self._unacked.clear())
 
     async def get(self, timeout: float | None = None) -> Delivery | None:
+        if self._cancelled.is_set():
+            return None
         if not self._inbox.empty():
             message = self._inbox.get_nowait()  # the common case under load: no timer, no task
         else:
-            try:
-                message = await asyncio.wait_for(self._inbox.get(), timeout)
-            except TimeoutError:
+            message = await self._wait_for_message(timeout)
+            if message is None:
                 return None
         if message.delivery_tag is not None:
             self._unacked.add(message.delivery_tag)
         return _RabbitDelivery(message, self)
+
+    async def _wait_for_message(self, timeout: float | None) -> AbstractIncomingMessage | None:
+        """The next pushed message, or None on timeout or cancel."""
+        taking = asyncio.ensure_future(self._inbox.get())
+        cancelled = asyncio.ensure_future(self._cancelled.wait())
+        try:
+            done, _ = await asyncio.wait({taking, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if not taking.done():
+                taking.cancel()
+        if taking in done and not taking.cancelled():
+            if self._cancelled.is_set():
+                self._inbox.put_nowait(taking.result())  # cancel() hands it back with the others
+                return None
+            return taking.result()
+        return None
+
+    async def cancel(self) -> None:
+        """basic.cancel, then hand back what was pushed but not taken; the channel stays open for acks."""
+        if self._cancelled.is_set():
+            return
+        self._cancelled.set()
+        if self._tag is not None and not self._channel.is_closed:
+            try:
+                await self._queue.cancel(self._tag)
+            except _CHANNEL_GONE:
+                pass  # the broker requeues everything of a dead channel anyway
+        while not self._inbox.empty():
+            message = self._inbox.get_nowait()
+            try:
+                await message.reject(requeue=True)
+            except _CHANNEL_GONE:
+                pass
 
     def settled(self, delivery: _RabbitDelivery) -> None:
         self._unacked.discard(delivery.message.delivery_tag or 0)
@@ -74,7 +125,7 @@ class _RabbitConsumer(Consumer):
             await super().ack_many(deliveries)
             return
         self._unacked.difference_update(tags)
-        await last.message.ack(multiple=True)
+        await _settle(last.message.ack(multiple=True))
 
     async def close(self) -> None:
         if not self._channel.is_closed:
@@ -145,7 +196,8 @@ class RabbitBus(Bus):
         return consumer
 
     async def ping(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        # A robust connection stays open (not `is_closed`) while it reconnects; `connected` tells the truth.
+        return self._connection is not None and not self._connection.is_closed and self._connection.connected.is_set()
 
     async def delete_queues(self, queues: list[QueueSpec]) -> None:
         assert self._connection is not None
