@@ -41,6 +41,21 @@ class _Attempt:
     first_output_at: float | None = None
 
 
+@dataclass
+class JobProgress:
+    """How far a job got: kept by the caller, so a job cut off anywhere can still be billed."""
+
+    started: float = field(default_factory=time.monotonic)
+    status: str = "ok"
+    error_code: str | None = None
+    attempts: int = 0
+    attempt: _Attempt | None = None
+
+    def cancelled(self) -> None:
+        """The job was stopped (client gone, or shutdown): bill what was used."""
+        self.status, self.error_code = "cancelled", "cancelled"
+
+
 class JobRunner:
     """Runs jobs for a worker: channel attempts with retry, rendering, one usage event per job."""
 
@@ -52,11 +67,12 @@ class JobRunner:
         self._adaptors = adaptors
         self._max_attempts = max_attempts
 
-    async def run(self, job: ChatJob, sender: FrameSender) -> UsageEvent:
-        """Serve `job` to the end (or to cancellation) and return its usage event."""
-        started = time.monotonic()
-        status, error_code, attempts = "ok", None, 0
-        attempt: _Attempt | None = None
+    async def serve(self, job: ChatJob, sender: FrameSender, progress: JobProgress) -> None:
+        """Serve `job` to the end, recording in `progress` what happened.
+
+        This is the part of a job that may be cancelled (its client left, the worker stops):
+        cancellation ends it with `progress` marked cancelled; `usage_event()` bills it after.
+        """
         try:
             await sender.started()
             channels = attempt_order(await self._directory.channels_for(job.model, job.config_version))
@@ -64,8 +80,8 @@ class JobRunner:
                 raise OpenAIError(503, f"no enabled channel serves the model '{job.model}'", code="model_not_available")
             last_error: UpstreamError | None = None
             for channel in channels[: self._max_attempts]:
-                attempts += 1
-                attempt = _Attempt(channel)
+                progress.attempts += 1
+                attempt = progress.attempt = _Attempt(channel)
                 sender.pending_headers.clear()  # a failed attempt's headers (e.g. its conversation id) are void
                 try:
                     await self._relay(job, attempt, sender)
@@ -82,21 +98,19 @@ class JobRunner:
             if last_error is not None:
                 raise OpenAIError(last_error.status, last_error.message, code=last_error.code, param=last_error.param)
         except OpenAIError as exc:
-            status, error_code = "error", exc.code or exc.type
+            progress.status, progress.error_code = "error", exc.code or exc.type
             await sender.error(exc)
             await sender.done()
         except asyncio.CancelledError:
-            # The worker cancels a job when its client leaves (or on shutdown): bill what was used.
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            status, error_code = "cancelled", "cancelled"
+            progress.cancelled()
         except Exception:
             log.exception("job failed", extra={"request_id": job.request_id})
-            status, error_code = "error", "internal_error"
+            progress.status, progress.error_code = "error", "internal_error"
             await sender.error(OpenAIError(500, "the relay worker failed to serve this request", code="internal_error"))
             await sender.done()
-        return await self._usage_event(job, attempt, status, error_code, attempts, started)
 
     async def _relay(self, job: ChatJob, attempt: _Attempt, sender: FrameSender) -> None:
         adaptor = self._adaptors.get(attempt.channel.type)
@@ -131,9 +145,9 @@ class JobRunner:
         completion = estimate_text_tokens(attempt.aggregate.text()) if attempt is not None else 0
         return Usage(estimate_prompt_tokens(job.body), completion, estimated=True)
 
-    async def _usage_event(
-        self, job: ChatJob, attempt: _Attempt | None, status: str, error_code: str | None, attempts: int, started: float
-    ) -> UsageEvent:
+    async def usage_event(self, job: ChatJob, progress: JobProgress) -> UsageEvent:
+        """The job's one usage event: what it produced, priced (a call that produced nothing costs nothing)."""
+        attempt, started = progress.attempt, progress.started
         produced = attempt is not None and (attempt.aggregate.has_output or attempt.usage is not None)
         usage = self._settled_usage(job, attempt) if produced else Usage(0, 0)
         ttft = attempt.first_output_at if attempt is not None else None
@@ -154,10 +168,10 @@ class JobRunner:
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.prompt_tokens + usage.completion_tokens,
             estimated=usage.estimated,
-            status=status,  # type: ignore[arg-type]
-            error_code=error_code,
+            status=progress.status,  # type: ignore[arg-type]
+            error_code=progress.error_code,
             stream=job.stream,
-            attempts=max(attempts, 1),
+            attempts=max(progress.attempts, 1),
             duration_ms=int((time.monotonic() - started) * 1000),
             ttft_ms=int((ttft - started) * 1000) if ttft is not None else None,
             created_at=utcnow(),

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tenacity import retry, stop_after_delay, wait_exponential
 
 from switchboard_shared.backends import Backends
-from switchboard_shared.bus import Consumer, Delivery
+from switchboard_shared.bus import Consumer, Delivery, DeliveryLost
 from switchboard_shared.contracts import CancelNotice, ChatJob, UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.errors import OpenAIError
@@ -25,7 +25,7 @@ from .channels.base import RelayContext
 from .channels.registry import build_adaptors
 from .channels.upstream_http import UpstreamClient
 from .frames import FrameSender
-from .job_runner import JobRunner
+from .job_runner import JobProgress, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class RelayWorker:
             key_prefix=backends.redis_prefix,
             idle_timeout_seconds=settings.upstream_read_timeout_seconds,
         )
-        self.runner = JobRunner(ChannelDirectory(db, secrets), PriceBook(db), build_adaptors(context), settings.relay_max_attempts)
+        self.runner = JobRunner(
+            ChannelDirectory(db, secrets), PriceBook(db), build_adaptors(context), settings.relay_max_attempts
+        )
 
     async def start(self) -> None:
         """Subscribe to cancels and start consuming every configured family."""
@@ -69,17 +71,23 @@ class RelayWorker:
         log.info("relay worker started", extra={"worker_id": self.worker_id, "families": self.settings.families})
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Stop taking jobs, let in-flight ones finish for a while, then end them with an error."""
+        """Stop taking jobs, let in-flight ones finish (and ack) for a while, then end them with an error.
+
+        basic.cancel comes first: jobs already taken keep their channel, so their acks still land
+        and none runs twice; jobs delivered but not started go back to the queue unrun.
+        """
+        for consumer in self._consumers:
+            await consumer.cancel()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=grace_seconds)
+        for task in list(self._inflight.values()):
+            task.cancel()  # the job ends as `worker_shutdown`; its finish step still bills and acks it
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         for consumer in self._consumers:
             await consumer.close()
-        if self._inflight:
-            await asyncio.wait(list(self._inflight.values()), timeout=grace_seconds)
-        for task in list(self._inflight.values()):
-            task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self.backends.pubsub.unsubscribe(self.backends.cancel_channel())
         await self.http.close()
 
@@ -125,27 +133,49 @@ class RelayWorker:
             job = ChatJob.model_validate_json(delivery.body)
         except ValidationError:
             log.error("dropping malformed chat job")
-            await delivery.reject(requeue=False)
+            await self._settle(delivery, ack=False)
             return
         if time.time() > job.pickup_deadline or job.request_id in self._client_cancelled:
-            await delivery.ack()  # the edge has already answered 503, or the client left
+            await self._settle(delivery, ack=True)  # the edge has already answered 503, or the client left
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight[job.request_id] = task
+        sender = self._senders[job.request_id] = FrameSender(self.backends.pubsub, job, self.worker_id)
+        progress = JobProgress()
+        # Only serving is cancellable (client cancel, shutdown): the cancel notice targets this task,
+        # never the finish step below, so the usage event and the ack are always reached.
+        serving = asyncio.create_task(self.runner.serve(job, sender, progress), name=f"job-{job.request_id}")
+        self._inflight[job.request_id] = serving
         try:
-            sender = self._senders[job.request_id] = FrameSender(self.backends.pubsub, job, self.worker_id)
-            usage = await self.runner.run(job, sender)
-            if usage.status == "cancelled" and job.request_id not in self._client_cancelled:
+            try:
+                await serving
+            except asyncio.CancelledError:
+                if not serving.cancelled():
+                    raise  # this handler itself was cancelled, not the job
+                progress.cancelled()  # cancelled again while ending: still billed below
+        finally:
+            self._inflight.pop(job.request_id, None)
+        await self._finish(delivery, job, sender, progress)
+
+    async def _finish(self, delivery: Delivery, job: ChatJob, sender: FrameSender, progress: JobProgress) -> None:
+        """Tell the client how it ended, publish the usage event (confirmed), ack."""
+        try:
+            if progress.status == "cancelled" and job.request_id not in self._client_cancelled:
                 # Cancelled by our own shutdown, not by the client: tell the client.
                 await sender.error(OpenAIError(503, "the relay worker shut down mid-request; retry", code="worker_shutdown"))
                 await sender.done()
             await sender.flush()
-            await self._publish_usage(usage)
-            await delivery.ack()
+            await self._publish_usage(await self.runner.usage_event(job, progress))
         except Exception:
             log.exception("could not finish job", extra={"request_id": job.request_id})
-            await delivery.reject(requeue=False)
+            await self._settle(delivery, ack=False)
+            return
         finally:
-            self._inflight.pop(job.request_id, None)
             self._senders.pop(job.request_id, None)
+        await self._settle(delivery, ack=True)
+
+    @staticmethod
+    async def _settle(delivery: Delivery, *, ack: bool) -> None:
+        """Ack (or dead-letter) a job; a job whose broker connection is gone is simply delivered again."""
+        try:
+            await (delivery.ack() if ack else delivery.reject(requeue=False))
+        except DeliveryLost:
+            log.warning("job settled after the broker connection was lost; it may be delivered again")
