@@ -75,6 +75,7 @@ class Stack:
     _spawned: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)  # name → (args, env)
     _env: dict[str, str] = field(default_factory=dict)
     _health: dict[str, tuple[list[str], dict[str, str], str]] = field(default_factory=dict)
+    ready_urls: dict[str, str] = field(default_factory=dict)  # process name → its /readyz (filled by start())
 
     # --- naming of the isolated resources -------------------------------------------------
     @property
@@ -128,6 +129,7 @@ class Stack:
             if self.mode == "embedded":
                 self._spawn("up", ["up"])
                 self._health["up"] = (["up"], {}, f"{self.base_url}/readyz")
+                self.ready_urls["up"] = f"{self.base_url}/readyz"
                 self._wait_ready(f"{self.base_url}/readyz", "up")
             else:
                 asyncio.run(_create_database(self.database_name))
@@ -148,6 +150,7 @@ class Stack:
                 self._spawn("edge", ["edge"])
                 health.append((f"{self.base_url}/readyz", "edge"))
                 for url, name in health:
+                    self.ready_urls.setdefault(name, url)
                     self._wait_ready(url, name)
         except BaseException:
             self.stop()

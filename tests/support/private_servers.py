@@ -1,0 +1,108 @@
+"""Private RabbitMQ, Redis and PostgreSQL servers for fault tests.
+
+A fault test stops and starts the server it depends on; doing that to the machine's shared
+servers would break every other test (and other people's work). Each server here runs on its
+own free ports with its own data directory under a temporary folder, and is removed by `stop()`.
+Stopping keeps the data directory, so `start()` again is a restart with the data intact, as an
+operator's restart would be.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.stack import free_port
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port`."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(condition, timeout: float, what: str) -> float:  # noqa: ANN001 - any zero-argument predicate
+    """Poll `condition` until it holds; the seconds it took. Raises TimeoutError with `what`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what} did not happen within {timeout:g}s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@dataclass
+class PrivateRabbit:
+    """A RabbitMQ node of its own (name, AMQP and distribution ports, data and cookie under `root`)."""
+
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-rabbit-")))
+    node: str = field(default_factory=lambda: f"sbtest-{uuid.uuid4().hex[:8]}@localhost")
+    port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _env(self) -> dict[str, str]:
+        (self.root / "enabled_plugins").write_text("[].\n")  # no management plugin: no fixed port 15672
+        return {
+            **os.environ,
+            "HOME": str(self.root),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.root / "log"),
+            "RABBITMQ_LOGS": "-",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(self.root / "feature_flags"),
+            "RABBITMQ_PID_FILE": str(self.root / "pid"),
+        }
+
+    def start(self, timeout: float = 90.0) -> float:
+        """Start the node (again, with its data) and wait until it accepts AMQP; seconds taken."""
+        log = open(self.root / "server.log", "ab")
+        self._proc = subprocess.Popen(
+            [str(RABBITMQ_BIN / "rabbitmq-server")], env=self._env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+        )
+        return wait_until(lambda: self._alive() and port_open(self.port), timeout, f"RabbitMQ node {self.node}")
+
+    def _alive(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise RuntimeError(f"RabbitMQ node {self.node} exited:\n{(self.root / 'server.log').read_text()[-3000:]}")
+        return True
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the node (as `rabbitmqctl stop` would); its data stays for the next `start()`."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, "stop"], env=self._env(), capture_output=True, timeout=timeout
+        )
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def remove(self) -> None:
+        """Stop the node and delete everything it wrote."""
+        try:
+            self.stop()
+        finally:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+            shutil.rmtree(self.root, ignore_errors=True)
