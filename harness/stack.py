@@ -190,9 +190,11 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"switchboard {' '.join(args)} failed:\n{result.stderr.decode()[-4000:]}")
 
-    def _wait_ready(self, url: str, name: str, timeout: float = 60.0) -> None:
+    def _wait_ready(
+        self, url: str, name: str, timeout: float = 60.0, *, watch: list[tuple[str, subprocess.Popen[bytes]]] | None = None
+    ) -> None:
         try:
-            wait_http(url, self._procs, timeout)
+            wait_http(url, self._procs if watch is None else watch, timeout)
         except (RuntimeError, TimeoutError) as exc:
             raise type(exc)(f"{name}: {exc}\n{self.logs()}") from None
 
@@ -216,13 +218,22 @@ class Stack:
         return next(proc for proc_name, proc in reversed(self._procs) if proc_name == name)
 
     def respawn(self, name: str) -> None:
-        """Start `name` again as it was first started (after a test killed it), and wait until it is ready."""
+        """Start `name` again as it was first started, and wait until it is ready.
+
+        The old process may still be stopping (a graceful-stop test starts its successor at once):
+        the new one gets a health port of its own, and only the new one is watched while it starts.
+        """
         args, env = self._spawned[name]
         self._procs = [(n, p) for n, p in self._procs if n != name or p.poll() is None]  # forget the dead one
-        port = env.get("SB_ACCOUNTING_HEALTH_PORT") or env.get("SB_RELAY_HEALTH_PORT")
+        health_key = next((k for k in ("SB_ACCOUNTING_HEALTH_PORT", "SB_RELAY_HEALTH_PORT") if k in env), None)
+        if health_key is not None:
+            env = {**env, health_key: str(free_port())}
+            self._spawned[name] = (args, env)
         self._spawn(name, args, **env)
-        if port:
-            self._wait_ready(f"http://127.0.0.1:{port}/readyz", name)
+        if health_key is not None:
+            url = f"http://127.0.0.1:{env[health_key]}/readyz"
+            self.ready_urls[name] = url
+            self._wait_ready(url, name, watch=[self._procs[-1]])
 
     def restart(self, name: str, *, kill: bool = True) -> None:
         """Stop the process `name` (SIGKILL by default, else SIGTERM), start it again, wait until it is ready.

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from harness.stack import Stack
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState
 from tests.helpers import DEFAULT_MODEL, query
 from tests.support.private_servers import PrivateRabbit
-from tests.support.stack import Stack
 
 CHAT = "/v1/chat/completions"
 

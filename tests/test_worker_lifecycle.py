@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
+from harness.stack import Stack
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
 from tests.helpers import TIMEOUT, usage_for
-from tests.support.stack import Stack
 
 CHAT = "/v1/chat/completions"
 

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.stack import free_port
+from harness.stack import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
