@@ -52,6 +52,10 @@ class FrameHeader(BaseModel):
     worker: str | None = None  # which worker sent it: a job redelivered to another worker must not mix answers
     status: int | None = None
     headers: dict[str, str] | None = None  # response headers, on the first frame that commits the response
+    # Numbered per worker and job from 0: a gap means frames were lost, and the answer must not look complete.
+    seq: int | None = None
+    # On chunk frames: estimated completion tokens relayed so far, so the edge can bill a stream whose worker died.
+    relayed_tokens: int | None = None
 
 
 class CancelNotice(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_URL = "memory://"
@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     pickup_timeout_seconds: float = 10.0
     reply_idle_timeout_seconds: float = Field(
-        30.0, description="Seconds without any frame (workers send keepalives) before the edge gives up on a job."
+        5.0,
+        gt=0,
+        description="Seconds without any frame before the edge gives up on a job's worker (workers send keepalives, "
+        "so a slow upstream is not silence; a dead worker is noticed this fast).",
     )
     token_cache_seconds: float = 60.0
     token_local_cache_seconds: float = Field(
@@ -66,7 +69,11 @@ class Settings(BaseSettings):
     relay_concurrency: int = 64
     relay_families: str = Field("openai,dify", description="Comma list of channel families this worker serves.")
     relay_max_attempts: int = 3
-    relay_keepalive_seconds: float = Field(5.0, description="A job with no frame for this long gets a keepalive frame.")
+    relay_keepalive_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="A job with no frame for this long gets a keepalive frame (keep it well under the edge's idle timeout).",
+    )
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 120.0
 
@@ -114,6 +121,15 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"SB_TRUSTED_PROXIES: {part.strip()!r} is not an IP address or CIDR") from None
         return value
+
+    @model_validator(mode="after")
+    def _keepalives_beat_the_idle_timeout(self) -> Settings:
+        if self.relay_keepalive_seconds * 2 > self.reply_idle_timeout_seconds:
+            raise ValueError(
+                "SB_RELAY_KEEPALIVE_SECONDS must be at most half of SB_REPLY_IDLE_TIMEOUT_SECONDS, "
+                "or the edge takes a quiet job for a dead worker"
+            )
+        return self
 
     @property
     def families(self) -> list[str]:

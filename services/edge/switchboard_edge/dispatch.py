@@ -18,18 +18,24 @@ log = logging.getLogger(__name__)
 class ReplyStream:
     """The frames of one job, after a worker has taken it."""
 
-    def __init__(self, dispatcher: "JobDispatcher", job: ChatJob, inbox: asyncio.Queue[Frame], worker: str | None) -> None:
+    def __init__(
+        self, dispatcher: "JobDispatcher", job: ChatJob, inbox: asyncio.Queue[Frame], worker: str | None, started_seq: int | None
+    ) -> None:
         self._dispatcher, self.job, self._inbox = dispatcher, job, inbox
         self.worker = worker  # the worker whose frames we follow
         self.relayed = False  # whether any part of the answer was handed to the client
+        self.relayed_tokens = 0  # estimated completion tokens handed to the client (from the chunks' headers)
         self.finished = False
+        self._next_seq = (started_seq or 0) + 1  # submit() has seen the `started` frame
 
     async def next(self) -> Frame:
         """The next frame of the answer.
 
         Keepalives are skipped. If the broker handed the job to another worker (the
         first one died), we follow the new one only if nothing was relayed yet: two
-        workers' answers must never mix. A silent worker gives a 504.
+        workers' answers must never mix. A worker silent for longer than its keepalives
+        allow gives a 504; a gap in the frames' numbering (frames lost on the way) a 502,
+        so an answer with a hole never looks complete.
         """
         while True:
             try:
@@ -41,10 +47,18 @@ class ReplyStream:
                     continue  # a late frame from a worker we no longer follow
                 if self.relayed:
                     raise OpenAIError(502, "the relay worker serving this request was lost mid-answer; retry", code="worker_lost")
-                self.worker = header.worker
+                self.worker, self._next_seq = header.worker, (header.seq or 0) + 1
                 continue
+            if header.seq is not None:
+                if header.seq != self._next_seq:
+                    raise OpenAIError(
+                        502, "part of the answer was lost on its way from the relay worker; retry", code="frames_lost"
+                    )
+                self._next_seq += 1
             if header.kind in (FrameKind.STARTED, FrameKind.KEEPALIVE):
                 continue
+            if header.relayed_tokens is not None:
+                self.relayed_tokens = header.relayed_tokens
             self.relayed = True
             if is_final(header):
                 self.finished = True
@@ -90,7 +104,7 @@ class JobDispatcher:
         except BaseException:
             self.release(job.request_id, cancel=True)
             raise
-        return ReplyStream(self, job, inbox, header.worker)
+        return ReplyStream(self, job, inbox, header.worker, header.seq)
 
     def release(self, request_id: str, *, cancel: bool) -> None:
         """Forget a request; tell workers to stop it if it was cut short.

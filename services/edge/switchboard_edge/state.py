@@ -15,6 +15,7 @@ from .catalog import ModelCatalog
 from .client_ip import ClientAddresses
 from .dispatch import JobDispatcher
 from .knowledge_events import JobEventStreams
+from .lost_jobs import LostJobBilling
 from .quota_reservation import QuotaReservations
 from .replies import ReplyRouter
 
@@ -38,6 +39,7 @@ class EdgeState:
             settings.knowledge_events_max_streams,
         )
         self.prices = PriceBook(db)
+        self.lost_jobs = LostJobBilling(backends, self.prices)
         self.reservations = QuotaReservations(db, backends.ledger, self.prices, settings.default_max_tokens_estimate)
         self.client_addresses = ClientAddresses(settings.trusted_proxies)
 

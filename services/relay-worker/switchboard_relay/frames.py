@@ -10,6 +10,8 @@ from switchboard_shared.contracts import ChatJob, FrameHeader, FrameKind, encode
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.pubsub import PubSub
 
+from .job_claims import JobClaims
+
 log = logging.getLogger(__name__)
 
 
@@ -22,8 +24,10 @@ class FrameSender:
     its headers.
     """
 
-    def __init__(self, pubsub: PubSub, job: ChatJob, worker_id: str) -> None:
+    def __init__(self, pubsub: PubSub, job: ChatJob, worker_id: str, claims: JobClaims) -> None:
         self._pubsub = pubsub
+        self._claims = claims
+        self._claiming: asyncio.Task[None] | None = None
         self._worker_id = worker_id
         self.last_sent = time.monotonic()
         self._channel = job.reply_to
@@ -32,13 +36,26 @@ class FrameSender:
         self._writer: asyncio.Task[None] | None = None
         self.pending_headers: dict[str, str] = {}
         self.committed = False  # whether the client has been sent any part of the answer
+        self.relayed_tokens = 0  # estimated completion tokens sent so far (the job runner counts them)
+        self._seq = 0
 
     def _send(self, kind: FrameKind, payload: bytes = b"", status: int | None = None) -> None:
         headers = None
         if kind not in (FrameKind.STARTED, FrameKind.KEEPALIVE) and not self.committed:
             headers = self.pending_headers or None
             self.committed = kind is not FrameKind.DONE
-        header = FrameHeader(request_id=self._request_id, kind=kind, worker=self._worker_id, status=status, headers=headers)
+            if self.committed:  # marked alongside the first frame's publish; flush() waits for both
+                self._claiming = asyncio.create_task(self._claims.mark_relayed(self._request_id, self._worker_id))
+        header = FrameHeader(
+            request_id=self._request_id,
+            kind=kind,
+            worker=self._worker_id,
+            status=status,
+            headers=headers,
+            seq=self._seq,
+            relayed_tokens=self.relayed_tokens if kind is FrameKind.CHUNK else None,
+        )
+        self._seq += 1
         self.last_sent = time.monotonic()
         self._queued.append(encode_frame(header, payload))
         if self._writer is None or self._writer.done():
@@ -50,12 +67,19 @@ class FrameSender:
             try:
                 await self._pubsub.publish_many(self._channel, batch)
             except Exception:
+                # The edge sees the gap in `seq` (or the silence) and ends the answer with an error.
                 log.exception("publishing frames failed", extra={"request_id": self._request_id})
 
     async def flush(self) -> None:
-        """Wait until every queued frame is published."""
+        """Wait until every queued frame is published (and the job is marked as relayed)."""
         while self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
+        if self._claiming is not None:
+            claiming, self._claiming = self._claiming, None
+            try:
+                await asyncio.shield(claiming)
+            except Exception:  # only a redelivery could run it again; the answer itself goes on
+                log.exception("could not mark the job as relayed", extra={"request_id": self._request_id})
 
     async def started(self) -> None:
         """Tell the edge a worker has the job."""

@@ -123,6 +123,7 @@ class JobRunner:
                     attempt.first_output_at = time.monotonic()
                 attempt.aggregate.add(event)
                 if renderer is not None:
+                    sender.relayed_tokens += estimate_text_tokens((event.content or "") + (event.reasoning_content or ""))
                     await sender.chunk(renderer.chunk(event))
             elif isinstance(event, Usage):
                 attempt.usage = event

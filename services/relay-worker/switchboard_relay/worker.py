@@ -25,6 +25,7 @@ from .channels.base import RelayContext
 from .channels.registry import build_adaptors
 from .channels.upstream_http import UpstreamClient
 from .frames import FrameSender
+from .job_claims import JobClaims
 from .job_runner import JobProgress, JobRunner
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class RelayWorker:
             key_prefix=backends.redis_prefix,
             idle_timeout_seconds=settings.upstream_read_timeout_seconds,
         )
+        # A redelivered job can start only before its pickup deadline: the marks need not outlive that.
+        self.claims = JobClaims(backends.kv, backends.redis_prefix, 2 * settings.pickup_timeout_seconds)
         self.runner = JobRunner(
             ChannelDirectory(db, secrets), PriceBook(db), build_adaptors(context), settings.relay_max_attempts
         )
@@ -138,7 +141,12 @@ class RelayWorker:
         if time.time() > job.pickup_deadline or job.request_id in self._client_cancelled:
             await self._settle(delivery, ack=True)  # the edge has already answered 503, or the client left
             return
-        sender = self._senders[job.request_id] = FrameSender(self.backends.pubsub, job, self.worker_id)
+        if delivery.redelivered and await self.claims.relayed(job.request_id):
+            # Its first worker died mid-answer: the edge ended that answer and billed it.
+            log.info("not re-running a job whose answer had reached its client", extra={"request_id": job.request_id})
+            await self._settle(delivery, ack=True)
+            return
+        sender = self._senders[job.request_id] = FrameSender(self.backends.pubsub, job, self.worker_id, self.claims)
         progress = JobProgress()
         # Only serving is cancellable (client cancel, shutdown): the cancel notice targets this task,
         # never the finish step below, so the usage event and the ack are always reached.

@@ -18,6 +18,7 @@ from switchboard_shared.keys import hash_key
 from ..auth import TokenRecord
 from ..dispatch import JobDispatcher, ReplyStream
 from ..errors import validation_error
+from ..lost_jobs import LostJobBilling
 from ..quota_reservation import Admitted, QuotaReservations
 from ..replies import Frame
 from ..schemas.chat import ChatCompletionRequest
@@ -27,6 +28,8 @@ router = APIRouter()
 
 T = TypeVar("T")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: Errors that mean the worker serving a job is gone: its usage is billed by the edge.
+_WORKER_LOST = frozenset({"relay_timeout", "worker_lost", "frames_lost"})
 # Client headers a channel may act on (e.g. pinning a Dify conversation).
 _FORWARDED_HEADERS = ("x-dify-conversation-id",)
 
@@ -81,13 +84,15 @@ async def chat_completions(request: Request) -> Response:
         await edge.reservations.finish(admitted)
         if isinstance(exc, ClientDisconnected):
             return Response(status_code=499)  # nobody reads it; the job has been cancelled
+        if isinstance(exc, OpenAIError) and exc.code in _WORKER_LOST:
+            await edge.lost_jobs.bill(job, 0, exc.code)  # nothing reached the client; settles the reservation
         if isinstance(exc, OpenAIError) and admitted.headers:
             exc.headers = {**admitted.headers, **(exc.headers or {})}
         raise
     if not job.stream or first[0].kind is FrameKind.ERROR:
         await edge.reservations.finish(admitted)
         return _respond_once(stream, first, admitted.headers)
-    return _FinishingStream(_sse(stream, first), admitted, edge.reservations,
+    return _FinishingStream(_sse(stream, first, edge.lost_jobs), admitted, edge.reservations,
                             media_type="text/event-stream", headers={**_SSE_HEADERS, **admitted.headers, **(first[0].headers or {})})
 
 
@@ -140,8 +145,9 @@ def _respond_once(stream: ReplyStream, frame: Frame, extra_headers: dict[str, st
     return Response(payload, status_code=status, media_type="application/json", headers=headers)
 
 
-async def _sse(stream: ReplyStream, first: Frame) -> AsyncIterator[bytes]:
-    """Frames → SSE bytes. Leaving early (client gone) cancels the job."""
+async def _sse(stream: ReplyStream, first: Frame, lost_jobs: LostJobBilling) -> AsyncIterator[bytes]:
+    """Frames → SSE bytes. Leaving early (client gone) cancels the job; a lost worker ends the
+    stream with an error chunk and [DONE], and what was relayed is billed."""
     header, payload = first
     try:
         while True:
@@ -156,6 +162,8 @@ async def _sse(stream: ReplyStream, first: Frame) -> AsyncIterator[bytes]:
                 header, payload = await stream.next()
             except OpenAIError as exc:
                 yield b"data: " + exc.to_json() + b"\n\n" + b"data: [DONE]\n\n"
+                if exc.code in _WORKER_LOST:
+                    await lost_jobs.bill(stream.job, stream.relayed_tokens, exc.code)
                 return
     finally:
         stream.close()
