@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
+    body_read_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request body not fully received this long after the request began gets 408 (slow or short bodies)."
+    )
     pickup_timeout_seconds: float = 10.0
     reply_idle_timeout_seconds: float = Field(
         5.0,

@@ -33,5 +33,6 @@ def create_app(edge: EdgeState) -> FastAPI:
                admin_import, admin_knowledge_targets, admin_knowledge_jobs, admin_knowledge_events)
     for module in routers:
         app.include_router(module.router)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=edge.settings.max_body_bytes)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=edge.settings.max_body_bytes,
+                       body_read_timeout=edge.settings.body_read_timeout_seconds)
     return app

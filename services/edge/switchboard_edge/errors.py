@@ -23,12 +23,17 @@ def error_response(error: OpenAIError) -> Response:
 _TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
+def _is_branch_name(text: str) -> bool:
+    """Whether a location part names a union branch (`str`, `literal[...]`, a model class) rather than a field."""
+    return "[" in text or text in _TYPE_NAMES or (text[:1].isupper() and text.isidentifier() and not text.isupper() and "_" not in text)
+
+
 def _client_path(loc: tuple[object, ...]) -> list[str]:
     """A pydantic error location as the client's JSON path: union branch names and repeated tags dropped."""
     path: list[str] = []
     for part in loc:
         text = str(part)
-        if part == "body" or "[" in text or text in _TYPE_NAMES or (path and path[-1] == text):
+        if part == "body" or _is_branch_name(text) or (path and path[-1] == text):
             continue
         path.append(text)
     return path

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -17,12 +17,12 @@ from switchboard_shared.keys import hash_key
 
 from ..auth import TokenRecord
 from ..dispatch import JobDispatcher, ReplyStream
-from ..errors import validation_error
 from ..lost_jobs import LostJobBilling
 from ..quota_reservation import Admitted, QuotaReservations
 from ..replies import Frame
 from ..schemas.chat import ChatCompletionRequest
 from .deps import edge_of, json_object
+from .validation import parse
 
 router = APIRouter()
 
@@ -30,8 +30,7 @@ T = TypeVar("T")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: Errors that mean the worker serving a job is gone: its usage is billed by the edge.
 _WORKER_LOST = frozenset({"relay_timeout", "worker_lost", "frames_lost"})
-# Client headers a channel may act on (e.g. pinning a Dify conversation).
-_FORWARDED_HEADERS = ("x-dify-conversation-id",)
+_CONVERSATION_HEADER = "x-dify-conversation-id"
 
 
 class ClientDisconnected(Exception):
@@ -47,10 +46,8 @@ async def chat_completions(request: Request) -> Response:
     if not token.allows_ip(client_ip):
         raise OpenAIError(403, f"This API key may not be used from {client_ip or 'an unknown address'}.", code="ip_not_allowed")
     body = await json_object(request)
-    try:
-        chat = ChatCompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    chat = parse(ChatCompletionRequest, body)
+    forwarded = _forwarded_headers(request)
     family = edge.catalog.family(chat.model)
     if family is None:
         raise OpenAIError(404, f"The model '{chat.model}' does not exist or is not enabled.", code="model_not_found", param="model")
@@ -71,7 +68,7 @@ async def chat_completions(request: Request) -> Response:
         reply_to=edge.router.channel,
         pickup_deadline=edge.dispatcher.new_job_deadline(),
         config_version=edge.catalog.version,
-        headers={h: v for h in _FORWARDED_HEADERS if (v := request.headers.get(h)) is not None},
+        headers=forwarded,
         group=token.group,
         client_ip=str(client_ip) if client_ip is not None else None,
     )
@@ -129,6 +126,19 @@ async def _first_frame(dispatcher: JobDispatcher, job: ChatJob, family: str, sta
     except BaseException:
         stream.close()  # error or client gone: stop the worker
         raise
+
+
+def _forwarded_headers(request: Request) -> dict[str, str]:
+    """The client headers a channel may act on (pinning a Dify conversation), checked here: Dify's ids are UUIDs."""
+    conversation = request.headers.get(_CONVERSATION_HEADER)
+    if conversation is None:
+        return {}
+    try:
+        uuid.UUID(conversation)
+    except ValueError:
+        raise OpenAIError(400, f"The X-Dify-Conversation-Id header must be a Dify conversation id (a UUID); got {conversation[:64]!r}.",
+                          code="invalid_conversation_id", param="X-Dify-Conversation-Id") from None
+    return {_CONVERSATION_HEADER: conversation}
 
 
 def _end_user_of(token: TokenRecord) -> str:

@@ -6,27 +6,22 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, PlainSerializer, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, PlainSerializer, field_validator
 
 from switchboard_shared.channel_types import CHANNEL_FAMILIES
 from switchboard_shared.db import DEFAULT_GROUP
 from switchboard_shared.money import MONEY_PLACES, to_money
 
 from ..client_ip import parse_networks
+from .fields import INT32_MAX, INT64_MAX, Moment, StorableBody
 
 ChannelType = Literal["openai", "dify"]
 assert set(ChannelType.__args__) == set(CHANNEL_FAMILIES)  # type: ignore[attr-defined]
 
 
 # Column limits, checked here so that a body the database would refuse is a 400, not a 500.
-_INT32_MAX = 2**31 - 1
-_INT64_MAX = 2**63 - 1
 _MODEL_NAME_MAX = 128  # usage_records.model
 _BASE_URL_MAX = 512  # channels.base_url
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _clean_models(models: list[str] | None) -> list[str] | None:
@@ -37,16 +32,7 @@ def _clean_models(models: list[str] | None) -> list[str] | None:
         raise ValueError("model names must not be empty")
     if any(len(m) > _MODEL_NAME_MAX for m in cleaned):
         raise ValueError(f"model names must be at most {_MODEL_NAME_MAX} characters")
-    for m in cleaned:
-        _no_nul(m)
     return list(dict.fromkeys(cleaned))
-
-
-def _no_nul(text: str | None) -> str | None:
-    """Postgres text cannot hold NUL characters."""
-    if text is not None and "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    return text
 
 
 def _short_url(url: HttpUrl | None) -> HttpUrl | None:
@@ -98,35 +84,33 @@ def _clean_ips(values: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(str(n) if n.prefixlen != n.max_prefixlen else str(n.network_address) for n in networks))
 
 
-class ChannelCreate(_Strict):
+class ChannelCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     type: ChannelType
     base_url: HttpUrl
     api_key: str = Field(min_length=1)
     models: list[str] = Field(default_factory=list)
-    priority: int = Field(0, ge=-_INT32_MAX, le=_INT32_MAX)
+    priority: int = Field(0, ge=-INT32_MAX, le=INT32_MAX)
     weight: int = Field(1, ge=0, le=10_000)
     enabled: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
 
     _models = field_validator("models")(_clean_models)
-    _text = field_validator("name", "api_key")(_no_nul)
     _url = field_validator("base_url")(_short_url)
 
 
-class ChannelUpdate(_Strict):
+class ChannelUpdate(StorableBody):
     name: str | None = Field(None, min_length=1, max_length=128)
     type: ChannelType | None = None
     base_url: HttpUrl | None = None
     api_key: str | None = Field(None, min_length=1)
     models: list[str] | None = None
-    priority: int | None = Field(None, ge=-_INT32_MAX, le=_INT32_MAX)
+    priority: int | None = Field(None, ge=-INT32_MAX, le=INT32_MAX)
     weight: int | None = Field(None, ge=0, le=10_000)
     enabled: bool | None = None
     options: dict[str, Any] | None = None
 
     _models = field_validator("models")(_clean_models)
-    _text = field_validator("name", "api_key")(_no_nul)
     _url = field_validator("base_url")(_short_url)
 
 
@@ -148,45 +132,43 @@ class ChannelOut(BaseModel):
     created_at: datetime
 
 
-_LIMIT = Field(None, ge=1, le=_INT32_MAX)
+_LIMIT = Field(None, ge=1, le=INT32_MAX)
 BudgetPeriodField = Literal["daily", "weekly", "monthly"] | None
 
 
-class TokenCreate(_Strict):
+class TokenCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     group: str = Field(DEFAULT_GROUP, min_length=1, max_length=64)
     models: list[str] | None = None
     quota: Money | None = Field(None, description="Money this key may spend (per budget period); null = unlimited.")
     budget_period: BudgetPeriodField = None
-    token_quota: int | None = Field(None, ge=0, le=_INT64_MAX, description="Tokens this key may use; null = unlimited.")
+    token_quota: int | None = Field(None, ge=0, le=INT64_MAX, description="Tokens this key may use; null = unlimited.")
     allowed_ips: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=256)
     rpm: int | None = _LIMIT
     tpm: int | None = _LIMIT
     max_parallel: int | None = _LIMIT
-    expires_at: datetime | None = None
+    expires_at: Moment | None = None
     enabled: bool = True
 
     _models = field_validator("models")(_clean_models)
-    _text = field_validator("name", "group")(_no_nul)
     _ips = field_validator("allowed_ips")(_clean_ips)
 
 
-class TokenUpdate(_Strict):
+class TokenUpdate(StorableBody):
     name: str | None = Field(None, min_length=1, max_length=128)
     group: str | None = Field(None, min_length=1, max_length=64)
     models: list[str] | None = None
     quota: Money | None = None
     budget_period: BudgetPeriodField = None
-    token_quota: int | None = Field(None, ge=0, le=_INT64_MAX)
+    token_quota: int | None = Field(None, ge=0, le=INT64_MAX)
     allowed_ips: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=256)
     rpm: int | None = _LIMIT
     tpm: int | None = _LIMIT
     max_parallel: int | None = _LIMIT
-    expires_at: datetime | None = None
+    expires_at: Moment | None = None
     enabled: bool | None = None
 
     _models = field_validator("models")(_clean_models)
-    _text = field_validator("name", "group")(_no_nul)
     _ips = field_validator("allowed_ips")(_clean_ips)
 
 
@@ -224,13 +206,12 @@ class TokenCreated(TokenOut):
 
 def _price_model(model: str) -> str:
     model = model.strip()
-    _no_nul(model)
     if "*" in model[:-1]:
         raise ValueError("'*' may only end a pattern (e.g. 'gpt-4o*'), or stand alone for the default")
     return model
 
 
-class PriceBody(_Strict):
+class PriceBody(StorableBody):
     input_per_million: Money = Field(default_factory=lambda: Decimal(0))
     output_per_million: Money = Field(default_factory=lambda: Decimal(0))
     per_call: Money = Field(default_factory=lambda: Decimal(0))
@@ -250,11 +231,10 @@ class PriceOut(BaseModel):
     updated_at: datetime
 
 
-class GroupSet(_Strict):
+class GroupSet(StorableBody):
     name: str = Field(min_length=1, max_length=64)
     multiplier: Money
 
-    _text = field_validator("name")(_no_nul)
 
 
 class GroupOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _Open(BaseModel):
@@ -12,6 +12,11 @@ class _Open(BaseModel):
     # Strict: the client's raw body is what travels upstream, so a value pydantic would
     # coerce ("0.5" for a number, "yes" for a boolean) must be refused here, as OpenAI does.
     model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Closed(BaseModel):
+    # Switchboard's own extensions: an unknown field there is a typo, not a newer OpenAI feature.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TextPart(_Open):
@@ -29,13 +34,39 @@ class ImagePart(_Open):
     image_url: ImageURL
 
 
-class OtherPart(_Open):
-    """Audio, file and future part types: passed to channels that understand them."""
+class InputAudio(_Open):
+    data: str = Field(min_length=1)
+    format: Literal["wav", "mp3"]
 
-    type: Literal["input_audio", "file", "refusal"]
+
+class AudioPart(_Open):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
 
 
-ContentPart = Annotated[TextPart | ImagePart | OtherPart, Field(discriminator="type")]
+class FileData(_Open):
+    file_data: str | None = Field(None, min_length=1)
+    file_id: str | None = Field(None, min_length=1)
+    filename: str | None = None
+
+    @model_validator(mode="after")
+    def _some_source(self) -> FileData:
+        if self.file_data is None and self.file_id is None:
+            raise ValueError("a file part needs 'file_data' or 'file_id'")
+        return self
+
+
+class FilePart(_Open):
+    type: Literal["file"]
+    file: FileData
+
+
+class RefusalPart(_Open):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | FilePart | RefusalPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Open):
@@ -57,7 +88,7 @@ class Message(_Open):
     tool_call_id: str | None = None
 
     @model_validator(mode="after")
-    def _content_where_required(self) -> "Message":
+    def _content_where_required(self) -> Message:
         if self.role in ("system", "developer", "user") and self.content is None:
             raise ValueError(f"a '{self.role}' message needs 'content'")
         if self.role == "assistant" and self.content is None and not self.tool_calls:
@@ -82,6 +113,26 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
+class NamedFunction(_Open):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class ResponseFormat(_Open):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class DifyExtension(_Closed):
+    """Switchboard's extension for Dify channels."""
+
+    inputs: dict[str, Any] | None = Field(None, description="Values of the app's input variables (first turn only).")
+
+
 class ChatCompletionRequest(_Open):
     """OpenAI's request body; `dify` is Switchboard's extension for Dify channels."""
 
@@ -100,12 +151,25 @@ class ChatCompletionRequest(_Open):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-    dify: dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    dify: DifyExtension | None = None
 
     @model_validator(mode="after")
-    def _stop_list_size(self) -> "ChatCompletionRequest":
+    def _stop_list_size(self) -> ChatCompletionRequest:
         if isinstance(self.stop, list) and len(self.stop) > 4:
             raise ValueError("'stop' takes at most 4 sequences")
         return self
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_fits_tools(cls, choice: str | NamedToolChoice | None, info: ValidationInfo) -> str | NamedToolChoice | None:
+        # As OpenAI: a choice needs tools, and a named one must be among them (`tools` is validated first).
+        if choice is None or "tools" not in info.data:
+            return choice
+        tools: list[Tool] | None = info.data["tools"]
+        if not tools:
+            raise ValueError("'tool_choice' is only allowed when 'tools' are specified")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in {t.function.name for t in tools}:
+            raise ValueError(f"'tool_choice' names the function '{choice.function.name}', which is not in 'tools'")
+        return choice

@@ -5,25 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 
 from switchboard_shared.db.knowledge import DOCUMENT_NAME_MAX
 from switchboard_shared.knowledge.options import DocForm, IndexingTechnique, MetadataValue, ProcessRule
 
+from .fields import INT64_MAX, StorableBody
+
 _BASE_URL_MAX = 512  # knowledge_targets.base_url
 _DATASET_NAME_MAX = 40  # Dify's limit
 _RATE_MAX = 1_000_000
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _no_nul(text: str | None) -> str | None:
-    """Postgres text cannot hold NUL characters."""
-    if text is not None and "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    return text
 
 
 def _dify_base_url(url: HttpUrl | None) -> str | None:
@@ -40,27 +31,25 @@ def _dify_base_url(url: HttpUrl | None) -> str | None:
 def _dataset_key(key: str | None) -> str | None:
     if key is not None and not key.startswith("dataset-"):
         raise ValueError("must be a Dify knowledge (dataset) API key, 'dataset-…'")
-    return _no_nul(key)
+    return key
 
 
-class TargetCreate(_Strict):
+class TargetCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     base_url: HttpUrl
     api_key: str = Field(min_length=9, max_length=512)
     rate_limit_per_minute: int = Field(60, ge=1, le=_RATE_MAX, description="Dify calls per minute Switchboard stays below.")
 
-    _name = field_validator("name")(_no_nul)
     _url = field_validator("base_url")(_dify_base_url)
     _key = field_validator("api_key")(_dataset_key)
 
 
-class TargetUpdate(_Strict):
+class TargetUpdate(StorableBody):
     name: str | None = Field(None, min_length=1, max_length=128)
     base_url: HttpUrl | None = None
     api_key: str | None = Field(None, min_length=9, max_length=512)
     rate_limit_per_minute: int | None = Field(None, ge=1, le=_RATE_MAX)
 
-    _name = field_validator("name")(_no_nul)
     _url = field_validator("base_url")(_dify_base_url)
     _key = field_validator("api_key")(_dataset_key)
 
@@ -74,7 +63,7 @@ class TargetOut(BaseModel):
     created_at: datetime
 
 
-class DocumentIn(_Strict):
+class DocumentIn(StorableBody):
     """One document of a JSON job: a name and either its text or a URL to fetch it from."""
 
     name: str = Field(min_length=1, max_length=DOCUMENT_NAME_MAX)
@@ -82,7 +71,6 @@ class DocumentIn(_Strict):
     url: str | None = Field(None, min_length=1, max_length=4096)
     metadata: dict[str, MetadataValue] | None = None
 
-    _text = field_validator("name", "text", "url")(_no_nul)
 
     @field_validator("name")
     @classmethod
@@ -92,16 +80,16 @@ class DocumentIn(_Strict):
         return name
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DocumentIn":
+    def _one_source(self) -> DocumentIn:
         if (self.text is None) == (self.url is None):
             raise ValueError("a document needs exactly one of 'text' or 'url'")
         return self
 
 
-class JobCreate(_Strict):
+class JobCreate(StorableBody):
     """`POST /api/knowledge/jobs` (JSON, or the `data` part of a multipart request with files)."""
 
-    target_id: int = Field(ge=1)
+    target_id: int = Field(ge=1, le=INT64_MAX)
     dataset_id: str | None = Field(None, min_length=1, max_length=64)
     dataset_name: str | None = Field(None, min_length=1, max_length=_DATASET_NAME_MAX)
     documents: list[DocumentIn] = Field(default_factory=list)
@@ -118,13 +106,12 @@ class JobCreate(_Strict):
         "(a client uploading in several jobs names the other jobs' documents here).",
     )
 
-    _names = field_validator("dataset_id", "dataset_name", "doc_language")(_no_nul)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_names(cls, metadata: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
         for key in metadata:
-            if not key.strip() or len(key) > 255 or "\x00" in key:
+            if not key.strip() or len(key) > 255:
                 raise ValueError("metadata names must be 1-255 characters")
         return metadata
 
@@ -132,12 +119,12 @@ class JobCreate(_Strict):
     @classmethod
     def _keep_names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not name.strip() or len(name) > DOCUMENT_NAME_MAX or "\x00" in name:
+            if not name.strip() or len(name) > DOCUMENT_NAME_MAX:
                 raise ValueError(f"names must be 1-{DOCUMENT_NAME_MAX} characters")
         return names
 
     @model_validator(mode="after")
-    def _one_dataset(self) -> "JobCreate":
+    def _one_dataset(self) -> JobCreate:
         if (self.dataset_id is None) == (self.dataset_name is None):
             raise ValueError("give exactly one of 'dataset_id' or 'dataset_name'")
         if self.dry_run and not self.sync:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from .fields import INT64_MAX, StorableBody
 
 #: What a report can be grouped by; the issue's names.
 GroupKey = Literal["hour", "day", "token", "model", "channel", "group", "status"]
 GROUP_KEYS: tuple[GroupKey, ...] = GroupKey.__args__  # type: ignore[attr-defined]
 Status = Literal["ok", "error", "cancelled"]
-_ID = Field(None, ge=1, le=2**63 - 1)
+_ID = Field(None, ge=1, le=INT64_MAX)
 
 
-class _Filters(BaseModel):
+class _Filters(StorableBody):
     """Filters both endpoints take (unknown parameters are refused)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     since: str | None = Field(None, max_length=64)
     until: str | None = Field(None, max_length=64)
