@@ -106,3 +106,32 @@ class PrivateRabbit:
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of its own on a free port, keeping nothing on disk (as the shared one)."""
+
+    port: int = field(default_factory=free_port)
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 30.0) -> float:
+        """Start the server and wait until it accepts connections; seconds taken."""
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        return wait_until(lambda: port_open(self.port), timeout, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM; its data is gone, as on a restart of the shared one)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+
+    def remove(self) -> None:
+        self.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from .error_boundary import ErrorBoundary
 from .errors import install_error_handlers
 from .middleware import EdgeMiddleware
 from .routes import (
@@ -33,6 +34,7 @@ def create_app(edge: EdgeState) -> FastAPI:
                admin_import, admin_knowledge_targets, admin_knowledge_jobs, admin_knowledge_events)
     for module in routers:
         app.include_router(module.router)
+    app.add_middleware(ErrorBoundary)  # inside EdgeMiddleware: its access line sees the answer
     app.add_middleware(EdgeMiddleware, max_body_bytes=edge.settings.max_body_bytes,
                        body_read_timeout=edge.settings.body_read_timeout_seconds)
     return app

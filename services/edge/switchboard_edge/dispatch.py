@@ -83,6 +83,10 @@ class JobDispatcher:
 
     async def submit(self, job: ChatJob, family: str) -> ReplyStream:
         """Publish `job` and return once a worker has started it (503 if none does in time)."""
+        if not self._backends.pubsub.listening:
+            # The answer could never reach us: refuse now rather than after the pickup timeout.
+            raise OpenAIError(503, "Redis is unavailable; retry shortly", code="backend_unavailable", type="server_error",
+                              headers={"Retry-After": "1"})
         inbox = self._router.open(job.request_id)
         try:
             await self._backends.bus.publish(

@@ -50,7 +50,7 @@ def validation_error(exc: ValidationError | RequestValidationError) -> OpenAIErr
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map OpenAIError, validation errors, HTTP errors and anything unexpected to OpenAI's shape."""
+    """Map OpenAIError, validation errors and HTTP errors to OpenAI's shape (anything else: error_boundary.py)."""
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(_: Request, exc: OpenAIError) -> Response:
@@ -64,8 +64,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return error_response(OpenAIError(exc.status_code, str(exc.detail), code=code))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(OpenAIError(500, "internal error", code="internal_error", type="server_error"))

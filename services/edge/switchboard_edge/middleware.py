@@ -24,7 +24,7 @@ LATENCY = Histogram(
 _KNOWN_PATHS = {"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics"}
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The request cannot be served as sent; `error` is the answer (sent unless a response has begun)."""
 
     def __init__(self, error: OpenAIError) -> None:
@@ -70,13 +70,13 @@ class EdgeMiddleware:
                 async with asyncio.timeout_at(body_deadline):
                     message = await receive()
             except TimeoutError:
-                raise _Refused(OpenAIError(408, f"The request body was not received within {self.body_read_timeout:g} seconds.",
+                raise Refused(OpenAIError(408, f"The request body was not received within {self.body_read_timeout:g} seconds.",
                                            code="request_timeout")) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
                 if received > self.max_body_bytes:
-                    raise _Refused(self._too_large())
+                    raise Refused(self._too_large())
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -88,7 +88,7 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, limited_receive, send_with_id)
-        except _Refused as refused:
+        except Refused as refused:
             if responding:
                 raise
             status = refused.error.status

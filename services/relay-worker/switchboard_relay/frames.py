@@ -37,6 +37,7 @@ class FrameSender:
         self.pending_headers: dict[str, str] = {}
         self.committed = False  # whether the client has been sent any part of the answer
         self.relayed_tokens = 0  # estimated completion tokens sent so far (the job runner counts them)
+        self.frames_lost = False  # a publish failed: the client did not get the whole answer
         self._seq = 0
 
     def _send(self, kind: FrameKind, payload: bytes = b"", status: int | None = None) -> None:
@@ -68,6 +69,7 @@ class FrameSender:
                 await self._pubsub.publish_many(self._channel, batch)
             except Exception:
                 # The edge sees the gap in `seq` (or the silence) and ends the answer with an error.
+                self.frames_lost = True
                 log.exception("publishing frames failed", extra={"request_id": self._request_id})
 
     async def flush(self) -> None:

@@ -50,10 +50,15 @@ class JobProgress:
     error_code: str | None = None
     attempts: int = 0
     attempt: _Attempt | None = None
+    free: bool = False  # recorded with its tokens, but costs nothing
 
     def cancelled(self) -> None:
         """The job was stopped (client gone, or shutdown): bill what was used."""
         self.status, self.error_code = "cancelled", "cancelled"
+
+    def undelivered(self) -> None:
+        """The answer was produced but did not all reach the edge: an error, and free of charge."""
+        self.status, self.error_code, self.free = "error", "frames_lost", True
 
 
 class JobRunner:
@@ -153,7 +158,7 @@ class JobRunner:
         usage = self._settled_usage(job, attempt) if produced else Usage(0, 0)
         ttft = attempt.first_output_at if attempt is not None else None
         cost = ZERO
-        if produced:  # a call that failed before producing anything is never billed
+        if produced and not progress.free:  # a call that failed before producing anything is never billed
             try:
                 await self._prices.refresh(job.config_version)
             except Exception:  # the cached prices are still good; the next job retries the reload

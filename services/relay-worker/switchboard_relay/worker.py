@@ -171,6 +171,8 @@ class RelayWorker:
                 await sender.error(OpenAIError(503, "the relay worker shut down mid-request; retry", code="worker_shutdown"))
                 await sender.done()
             await sender.flush()
+            if sender.frames_lost and progress.status == "ok":
+                progress.undelivered()  # the client got an error or a cut answer: never billed as a success
             await self._publish_usage(await self.runner.usage_event(job, progress))
         except Exception:
             log.exception("could not finish job", extra={"request_id": job.request_id})

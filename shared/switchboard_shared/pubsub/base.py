@@ -43,3 +43,12 @@ class PubSub(ABC):
     @abstractmethod
     async def ping(self) -> bool:
         """Whether the backend is reachable."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether subscriptions receive messages right now (no round trip: the reader's own view).
+
+        False while the subscription connection is down, so a caller can refuse work whose
+        answer would come over pub/sub at once, instead of waiting for it to time out.
+        """
+        return True

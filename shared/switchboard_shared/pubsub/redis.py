@@ -22,6 +22,7 @@ class RedisPubSub(PubSub):
         self._handlers: dict[bytes, Handler] = {}
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._listening = True
 
     async def connect(self) -> None:
         self._pubsub = self._client.pubsub()
@@ -76,11 +77,14 @@ class RedisPubSub(PubSub):
             except asyncio.CancelledError:
                 raise
             except Exception:  # connection hiccup: redis-py reconnects and resubscribes on the next read
-                log.exception("pub/sub read failed")
+                if self._listening:
+                    log.exception("pub/sub read failed")
+                self._listening = False
                 await asyncio.sleep(0.5)
                 continue
             if message is None:
                 continue
+            self._listening = True  # a read succeeded: the connection (and its resubscription) is back
             kind, channel = message["type"], message["channel"]
             if kind == "message":
                 handler = self._handlers.get(channel)
@@ -93,6 +97,10 @@ class RedisPubSub(PubSub):
                 future = self._pending.pop(channel, None)
                 if future is not None and not future.done():
                     future.set_result(None)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
 
     async def ping(self) -> bool:
         try:
