@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="Seconds without any frame before the edge gives up on a job's worker (workers send keepalives, "
         "so a slow upstream is not silence; a dead worker is noticed this fast).",
     )
+    stream_ping_seconds: float = Field(
+        15.0, gt=0,
+        description="A stream whose answer has not begun after this long gets its headers and a `: ping` comment, "
+        "then one per interval (proxies and clients with read timeouts would cut it otherwise).",
+    )
     token_cache_seconds: float = 60.0
     token_local_cache_seconds: float = Field(
         2.0, description="How long an edge keeps a token record in process (changes are broadcast; this bounds a lost one)."

@@ -20,6 +20,7 @@ from ..dispatch import JobDispatcher, ReplyStream
 from ..lost_jobs import LostJobBilling
 from ..quota_reservation import Admitted, QuotaReservations
 from ..replies import Frame
+from ..state import EdgeState
 from ..schemas.chat import ChatCompletionRequest
 from .deps import edge_of, json_object
 from .validation import parse
@@ -73,8 +74,10 @@ async def chat_completions(request: Request) -> Response:
         client_ip=str(client_ip) if client_ip is not None else None,
     )
     started = _Started()
+    waiting = asyncio.ensure_future(_first_frame(edge.dispatcher, job, family, started))
+    grace = edge.settings.stream_ping_seconds if job.stream else None
     try:
-        stream, first = await _unless_disconnected(request, _first_frame(edge.dispatcher, job, family, started))
+        decided = await _unless_disconnected(request, _within(waiting, grace))
     except BaseException as exc:
         if not started:  # no worker took the job (broker down, none in time, client gone): nothing will settle it
             await edge.reservations.abandon(admitted)
@@ -86,6 +89,12 @@ async def chat_completions(request: Request) -> Response:
         if isinstance(exc, OpenAIError) and admitted.headers:
             exc.headers = {**admitted.headers, **(exc.headers or {})}
         raise
+    if decided is None:  # a slow start (e.g. an agent thinking): headers now, pings until the answer begins
+        return _FinishingStream(
+            _sse_after_pings(job, waiting, started, admitted, edge, grace), admitted, edge.reservations,
+            media_type="text/event-stream", headers={**_SSE_HEADERS, **admitted.headers},
+        )
+    stream, first = decided
     if not job.stream or first[0].kind is FrameKind.ERROR:
         await edge.reservations.finish(admitted)
         return _respond_once(stream, first, admitted.headers)
@@ -115,6 +124,46 @@ class _FinishingStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._reservations.finish(self._admitted)
+
+
+async def _within(waiting: asyncio.Future[T], seconds: float | None) -> T | None:
+    """`waiting`'s result, or None if it takes longer than `seconds` (it goes on); cancelling this cancels it."""
+    if seconds is None:
+        return await waiting
+    try:
+        return await asyncio.wait_for(asyncio.shield(waiting), seconds)
+    except TimeoutError:
+        return None
+    except asyncio.CancelledError:
+        waiting.cancel()
+        raise
+
+
+async def _sse_after_pings(
+    job: ChatJob, waiting: asyncio.Future[tuple[ReplyStream, Frame]], started: _Started, admitted: Admitted,
+    edge: EdgeState, interval: float,
+) -> AsyncIterator[bytes]:
+    """An SSE stream whose headers went out before the answer began: `: ping` comments keep
+    proxies and clients with read timeouts from cutting it; an error that comes later is an
+    error chunk, as after content."""
+    try:
+        while (decided := await _within(waiting, interval)) is None:
+            yield b": ping\n\n"
+    except OpenAIError as exc:
+        if not started:
+            await edge.reservations.abandon(admitted)
+        elif exc.code in _WORKER_LOST:
+            await edge.lost_jobs.bill(job, 0, exc.code)
+        yield b"data: " + exc.to_json() + b"\n\n" + b"data: [DONE]\n\n"
+        return
+    except BaseException:  # the client left while we waited: the job is cancelled with `waiting`
+        waiting.cancel()
+        if not started:
+            await edge.reservations.abandon(admitted)
+        raise
+    stream, first = decided
+    async for piece in _sse(stream, first, edge.lost_jobs):
+        yield piece
 
 
 async def _first_frame(dispatcher: JobDispatcher, job: ChatJob, family: str, started: _Started) -> tuple[ReplyStream, Frame]:
