@@ -747,10 +747,11 @@ async def test_images_are_uploaded_or_passed_by_url(stack: Stack, token: dict[st
     # With files attached, Dify ≥1.11.2 streams the text as `message_file` events.
     assert completion.choices[0].message.content == f"Echo: {text}"
     (upload,) = app.uploads()
-    assert (upload.user, upload.content, upload.mime_type, upload.extension) == (end_user, PNG, "image/png", "png")
-    assert [r.body["user"] for r in app.requests(UPLOAD_PATH)] == [end_user]
     (body,) = app.bodies()
-    assert body["user"] == end_user and body["query"] == text
+    # Uploaded as the same (per-key pseudonymous) end user that then uses the file.
+    assert body["user"].startswith("sb-") and end_user not in body["user"] and body["query"] == text
+    assert (upload.user, upload.content, upload.mime_type, upload.extension) == (body["user"], PNG, "image/png", "png")
+    assert [r.body["user"] for r in app.requests(UPLOAD_PATH)] == [body["user"]]
     assert body["files"] == [
         {"type": "image", "transfer_method": "local_file", "upload_file_id": upload.id},
         {"type": "image", "transfer_method": "remote_url", "url": "https://images.example/cat.jpg"},
@@ -895,7 +896,7 @@ async def test_conversation_header_pins_the_conversation(stack: Stack, token: di
 # ---------------------------------------------------------------- 9. end users
 
 
-async def test_dify_user_is_the_openai_user_or_a_stable_id(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:
+async def test_dify_user_is_a_per_key_pseudonym_of_the_openai_user_or_the_key(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:
     app = new_app("chat")
     other = stack.add_token(name="dify-other-user")
     named = unique("alice")
@@ -903,12 +904,15 @@ async def test_dify_user_is_the_openai_user_or_a_stable_id(stack: Stack, token: 
         await chat(client, app.model, [user(unique("u1"))], user=named)
         await chat(client, app.model, [user(unique("u2"))])
         await stream_chat(client, app.model, [user(unique("u3"))])
+        await chat(client, app.model, [user(unique("u5"))], user=named)
     async with async_client(stack, other["key"]) as client:
         await chat(client, app.model, [user(unique("u4"))])
-    named_user, first, again, other_token = [b["user"] for b in app.bodies()]
-    assert named_user == named
+        await chat(client, app.model, [user(unique("u6"))], user=named)
+    named_user, first, again, named_again, other_token, other_named = [b["user"] for b in app.bodies()]
+    assert named_user == named_again and named not in named_user, "the OpenAI user, under a stable pseudonym"
     assert first == again, "one stable Dify user per key, streaming or not"
     assert first.startswith("sb-") and other_token.startswith("sb-") and other_token != first
+    assert other_named != named_user, "two keys sending the same `user` are two Dify end users"
 
 
 # ---------------------------------------------------------------- 10. idle timeout

@@ -145,7 +145,7 @@ async def test_lines_received_before_a_connection_break_are_relayed() -> None:
     content.set_exception(aiohttp.ClientPayloadError("connection cut"))
     lines: list[str] = []
     with pytest.raises(UpstreamError) as caught:
-        async for line in UpstreamResponse(_Response(content)).lines():  # type: ignore[arg-type]
+        async for line in UpstreamResponse(_Response(content), 2**20).lines():  # type: ignore[arg-type]
             lines.append(line)
     assert lines == ['data: {"a": 1}', "", 'data: {"b": 2}', ""]  # the cut-off partial line is not relayed
     assert caught.value.retryable and caught.value.status == 502

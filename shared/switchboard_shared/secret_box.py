@@ -8,6 +8,8 @@ it is legacy plain text: `decrypt` hands it back unchanged until the legacy swee
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -19,6 +21,7 @@ ENCRYPTED_PREFIX = "enc:v1:"
 # Fixed salt and info: the key must be derivable from SB_SECRET_KEY alone, on every process.
 _HKDF_SALT = b"switchboard"
 _HKDF_INFO = b"switchboard upstream keys v1"
+_PSEUDONYM_INFO = b"switchboard pseudonyms v1"
 #: What the admin API shows for a stored key this process cannot decrypt.
 UNDECRYPTABLE_MASK = "(cannot decrypt with this SB_SECRET_KEY)"
 
@@ -30,13 +33,13 @@ class SecretDecryptError(Exception):
 class SecretBox:
     """Encrypts and decrypts stored secrets with the key derived from one secret string."""
 
-    __slots__ = ("_fernet",)
+    __slots__ = ("_fernet", "_pseudonym_key")
 
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("the secret key must not be empty")
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(secret.encode())
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._fernet = Fernet(base64.urlsafe_b64encode(_derive(secret, _HKDF_INFO)))
+        self._pseudonym_key = _derive(secret, _PSEUDONYM_INFO)
 
     def __repr__(self) -> str:
         return "SecretBox(…)"
@@ -62,9 +65,23 @@ class SecretBox:
         except (InvalidToken, UnicodeError):
             raise SecretDecryptError("a stored secret cannot be decrypted with this SB_SECRET_KEY") from None
 
+    def pseudonym(self, *parts: str) -> str:
+        """A stable, unguessable id for `parts` (HMAC-SHA256 under a key of its own, derived from the same secret).
+
+        Every process with the same SB_SECRET_KEY computes the same pseudonym; without it,
+        nobody can tell which parts it stands for.
+        """
+        message = "\x1f".join(parts).encode()
+        return hmac.new(self._pseudonym_key, message, hashlib.sha256).hexdigest()[:32]
+
     def masked(self, stored: str) -> str:
         """How the admin API shows a stored secret: the mask of its plain text, or a marker if undecryptable."""
         try:
             return mask(self.decrypt(stored))
         except SecretDecryptError:
             return UNDECRYPTABLE_MASK
+
+
+def _derive(secret: str, info: bytes) -> bytes:
+    """A 32-byte key for one purpose (`info`), derived from the secret string by HKDF-SHA256."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=info).derive(secret.encode())

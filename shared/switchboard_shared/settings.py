@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="A request body not fully received this long after the request began gets 408 (slow or short bodies)."
     )
     pickup_timeout_seconds: float = 10.0
+    edge_reply_buffer_frames: int = Field(
+        4096, gt=0, description="Frames the edge holds per request for a slow client; beyond that the request fails (502)."
+    )
     reply_idle_timeout_seconds: float = Field(
         5.0,
         gt=0,
@@ -84,6 +87,9 @@ class Settings(BaseSettings):
     )
     upstream_connect_timeout_seconds: float = 10.0
     upstream_read_timeout_seconds: float = 120.0
+    upstream_max_message_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="The largest SSE line or non-stream body read from an upstream; larger fails the request (502)."
+    )
 
     # Accounting
     accounting_batch_size: int = 200

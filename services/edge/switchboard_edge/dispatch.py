@@ -10,7 +10,7 @@ from switchboard_shared.backends import Backends
 from switchboard_shared.contracts import CancelNotice, ChatJob, FrameHeader, FrameKind
 from switchboard_shared.errors import OpenAIError
 
-from .replies import Frame, ReplyRouter
+from .replies import Frame, Inbox, ReplyRouter
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ class ReplyStream:
     """The frames of one job, after a worker has taken it."""
 
     def __init__(
-        self, dispatcher: "JobDispatcher", job: ChatJob, inbox: asyncio.Queue[Frame], worker: str | None, started_seq: int | None
+        self, dispatcher: "JobDispatcher", job: ChatJob, inbox: Inbox, worker: str | None, started_seq: int | None
     ) -> None:
         self._dispatcher, self.job, self._inbox = dispatcher, job, inbox
         self.worker = worker  # the worker whose frames we follow

@@ -8,11 +8,40 @@ import logging
 from pydantic import ValidationError
 
 from switchboard_shared.contracts import FrameHeader, decode_frame
+from switchboard_shared.errors import OpenAIError
 from switchboard_shared.pubsub import PubSub
 
 log = logging.getLogger(__name__)
 
 Frame = tuple[FrameHeader, bytes]
+
+
+class Inbox:
+    """The frames of one request not yet sent to its client, at most `limit` of them.
+
+    A client that reads slower than its worker writes would otherwise grow the edge
+    without bound: past the limit the request fails (an error, never a cut answer that
+    looks complete), and the worker is told to stop.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._queue: asyncio.Queue[Frame] = asyncio.Queue(limit)
+        self.overflowed = False
+
+    def put(self, frame: Frame) -> None:
+        """Add a frame (the inbox overflows instead of growing past its limit)."""
+        if self._queue.full():
+            self.overflowed = True
+            return
+        self._queue.put_nowait(frame)
+
+    async def get(self) -> Frame:
+        """The next frame; a 502 once frames were dropped."""
+        if self.overflowed:
+            raise OpenAIError(
+                502, "the client read the answer too slowly; frames beyond the edge's buffer were dropped", code="reply_overflow"
+            )
+        return await self._queue.get()
 
 
 class ReplyRouter:
@@ -22,10 +51,11 @@ class ReplyRouter:
     live before the job is published.
     """
 
-    def __init__(self, pubsub: PubSub, channel: str) -> None:
+    def __init__(self, pubsub: PubSub, channel: str, inbox_frames: int) -> None:
         self._pubsub = pubsub
         self.channel = channel
-        self._inboxes: dict[str, asyncio.Queue[Frame]] = {}
+        self._inbox_frames = inbox_frames
+        self._inboxes: dict[str, Inbox] = {}
 
     async def start(self) -> None:
         """Subscribe (returns once the subscription is live)."""
@@ -35,9 +65,9 @@ class ReplyRouter:
         """Unsubscribe."""
         await self._pubsub.unsubscribe(self.channel)
 
-    def open(self, request_id: str) -> asyncio.Queue[Frame]:
+    def open(self, request_id: str) -> Inbox:
         """Start collecting frames for a request."""
-        inbox: asyncio.Queue[Frame] = asyncio.Queue()
+        inbox = Inbox(self._inbox_frames)
         self._inboxes[request_id] = inbox
         return inbox
 
@@ -58,4 +88,4 @@ class ReplyRouter:
             return
         inbox = self._inboxes.get(header.request_id)
         if inbox is not None:
-            inbox.put_nowait((header, payload))
+            inbox.put((header, payload))

@@ -27,7 +27,7 @@ class EdgeState:
         self.settings, self.backends, self.db = settings, backends, db
         self.secrets = secrets
         self.edge_id = uuid.uuid4().hex[:12]
-        self.router = ReplyRouter(backends.pubsub, backends.reply_channel(self.edge_id))
+        self.router = ReplyRouter(backends.pubsub, backends.reply_channel(self.edge_id), settings.edge_reply_buffer_frames)
         self.dispatcher = JobDispatcher(
             backends, self.router, settings.pickup_timeout_seconds, settings.reply_idle_timeout_seconds
         )

@@ -24,6 +24,7 @@ from .channels.base import (
     Usage,
     upstream_model,
 )
+from .channels.errors import redact
 from .frames import FrameSender
 from .openai_render import ChunkRenderer, CompletionAggregate
 from .picker import attempt_order
@@ -101,7 +102,9 @@ class JobRunner:
                     if sender.committed or attempt.aggregate.has_output or not exc.retryable:
                         break
             if last_error is not None:
-                raise OpenAIError(last_error.status, last_error.message, code=last_error.code, param=last_error.param)
+                # Upstreams echo keys in their messages: every message we relay loses the channel's key here.
+                message = redact(last_error.message, progress.attempt.channel.api_key if progress.attempt else "")
+                raise OpenAIError(last_error.status, message, code=last_error.code, param=last_error.param)
         except OpenAIError as exc:
             progress.status, progress.error_code = "error", exc.code or exc.type
             await sender.error(exc)

@@ -67,7 +67,9 @@ class CompletionAggregate:
         if delta.reasoning_content:
             self.reasoning.append(delta.reasoning_content)
         for fragment in delta.tool_calls or ():
-            index = int(fragment.get("index", len(self.tool_calls)))
+            index = fragment.get("index")
+            if not isinstance(index, int):  # adaptors number fragments; this is only a last guard
+                index = len(self.tool_calls)
             call = self.tool_calls.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
             if fragment.get("id"):
                 call["id"] = fragment["id"]

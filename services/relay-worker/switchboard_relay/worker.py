@@ -50,12 +50,15 @@ class RelayWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
-        self.http = UpstreamClient(settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds)
+        self.http = UpstreamClient(
+            settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds, settings.upstream_max_message_bytes
+        )
         context = RelayContext(
             http=self.http,
             kv=backends.kv,
             key_prefix=backends.redis_prefix,
             idle_timeout_seconds=settings.upstream_read_timeout_seconds,
+            secrets=secrets,
         )
         # A redelivered job can start only before its pickup deadline: the marks need not outlive that.
         self.claims = JobClaims(backends.kv, backends.redis_prefix, 2 * settings.pickup_timeout_seconds)

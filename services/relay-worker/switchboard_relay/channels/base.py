@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from switchboard_shared.contracts import ChatJob
 from switchboard_shared.kv import KeyValue
+from switchboard_shared.secret_box import SecretBox
 
 if TYPE_CHECKING:
     from .upstream_http import UpstreamClient
@@ -96,6 +97,7 @@ class RelayContext:
     kv: KeyValue
     key_prefix: str
     idle_timeout_seconds: float
+    secrets: SecretBox  # derives per-key pseudonyms (e.g. Dify end users) from SB_SECRET_KEY
 
     def key(self, *parts: str) -> str:
         """A key-value key under the deployment's prefix."""

@@ -16,6 +16,8 @@ import orjson
 from .base import UpstreamError
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+#: What is read of an upstream's error body: its message is all we use, and the rest could be anything.
+ERROR_BODY_BYTES = 64 * 1024
 
 
 def transport_error(exc: BaseException) -> UpstreamError:
@@ -38,22 +40,48 @@ def _unread(content: aiohttp.StreamReader) -> bytes:
         return b""
 
 
-class UpstreamResponse:
-    """A response whose body is read as it arrives."""
+def too_large(limit: int) -> UpstreamError:
+    """The upstream sent one SSE line or body larger than we hold in memory."""
+    return UpstreamError(
+        502, f"the upstream sent a message larger than {limit} bytes (SB_UPSTREAM_MAX_MESSAGE_BYTES)", code="upstream_response_too_large"
+    )
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+
+class UpstreamResponse:
+    """A response whose body is read as it arrives, never holding more than `max_bytes` of one message."""
+
+    def __init__(self, response: aiohttp.ClientResponse, max_bytes: int) -> None:
         self._response = response
+        self._max_bytes = max_bytes
         self.status = response.status
 
     async def read(self) -> bytes:
-        """The whole body."""
+        """The whole body (a body over the limit fails the request)."""
+        body = await self._read_up_to(self._max_bytes + 1)
+        if len(body) > self._max_bytes:
+            raise too_large(self._max_bytes)
+        return body
+
+    async def read_limited(self, limit: int = ERROR_BODY_BYTES) -> bytes:
+        """At most `limit` bytes of the body (enough for an error message)."""
+        return await self._read_up_to(limit)
+
+    async def _read_up_to(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await self._response.read()
+            while size < limit:
+                data = await self._response.content.read(limit - size)
+                if not data:
+                    break
+                chunks.append(data)
+                size += len(data)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc) from exc
+        return b"".join(chunks)
 
     async def lines(self) -> AsyncIterator[str]:
-        """The body's lines, without line endings."""
+        """The body's lines, without line endings; a line over the limit fails the request."""
         # Split by hand: aiohttp's own line reader refuses long lines, and Dify's
         # node events carry whole node outputs on one line.
         pending = b""
@@ -62,16 +90,23 @@ class UpstreamResponse:
                 pending += data
                 *complete, pending = pending.split(b"\n")
                 for raw in complete:
-                    yield raw.decode("utf-8", errors="replace").rstrip("\r")
+                    yield self._line(raw)
+                if len(pending) > self._max_bytes:
+                    raise too_large(self._max_bytes)
         except TRANSPORT_ERRORS as exc:
             # What arrived before the connection broke is part of the answer: relay its
             # complete lines, then report the break.
             *complete, _ = (pending + _unread(self._response.content)).split(b"\n")
             for raw in complete:
-                yield raw.decode("utf-8", errors="replace").rstrip("\r")
+                yield self._line(raw)
             raise transport_error(exc) from exc
         if pending:
-            yield pending.decode("utf-8", errors="replace").rstrip("\r")
+            yield self._line(pending)
+
+    def _line(self, raw: bytes) -> str:
+        if len(raw) > self._max_bytes:
+            raise too_large(self._max_bytes)
+        return raw.decode("utf-8", errors="replace").rstrip("\r")
 
     async def close(self) -> None:
         """Give the connection back (or drop it if the body was not read to the end)."""
@@ -81,7 +116,8 @@ class UpstreamResponse:
 class UpstreamClient:
     """One per worker process."""
 
-    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, read_timeout: float, max_message_bytes: int) -> None:
+        self._max_message_bytes = max_message_bytes
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -104,14 +140,13 @@ class UpstreamClient:
             response = await self.session.post(url, data=orjson.dumps(body), headers=headers)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc) from exc
-        return UpstreamResponse(response)
+        return UpstreamResponse(response, self._max_message_bytes)
 
     async def post_json(self, url: str, api_key: str, body: dict[str, Any], timeout: float) -> int:
         """A small POST whose answer only matters by status (e.g. a stop request)."""
         headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         try:
             async with self.session.post(url, data=orjson.dumps(body), headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                await response.read()
                 return response.status
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc) from exc
@@ -124,6 +159,6 @@ class UpstreamClient:
         form.add_field("file", data, filename=filename, content_type=mime)
         try:
             async with self.session.post(url, data=form, headers={"Authorization": f"Bearer {api_key}"}) as response:
-                return response.status, await response.read()
+                return response.status, await UpstreamResponse(response, self._max_message_bytes).read_limited()
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc) from exc

@@ -21,12 +21,13 @@ from ..base import (
     UpstreamError,
     UpstreamEvent,
 )
+from ..errors import invalid_response
 from ..sse import iter_sse_data
 from . import zero_width
 from .app_form import CHAT_MODES, app_mode, query_input, system_input
 from .errors import http_error
 from .files import check_app_accepts, collect_files, to_dify_files
-from .memory import ConversationMemory, ConversationPlan
+from .memory import ConversationMemory, ConversationPlan, dify_user, owner_of
 from .stream_events import DifyEventTranslator
 from .tool_protocol import ToolCallDetector, tool_instructions
 from .transcript import render, system_prompt, without_system
@@ -47,6 +48,7 @@ class DifyRequest:
     mode: str
     system: str
     turns: list[dict[str, Any]]
+    user: str  # the Dify end user (see memory.dify_user)
     files: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -68,9 +70,14 @@ class DifyAdaptor(ChannelAdaptor):
 
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         messages: list[dict[str, Any]] = job.body["messages"]
-        request = DifyRequest(job, channel, app_mode(channel), system_prompt(messages), without_system(messages))
+        user = dify_user(self.context.secrets, job)
+        request = DifyRequest(job, channel, app_mode(channel), system_prompt(messages), without_system(messages), user)
         if request.mode in CHAT_MODES:
-            plan = await self.memory.plan(channel, job.end_user, job.headers, request.system, request.turns)
+            plan = await self.memory.plan(channel, user, job.headers, request.system, request.turns)
+            if plan.conversation_id and not await self.memory.may_use(channel, plan.conversation_id, owner_of(job)):
+                if plan.pinned:  # exactly what an unknown id gets: no hint that it exists
+                    raise _conversation_not_found(plan)
+                plan = self.memory.fresh(plan)
         else:
             plan = ConversationPlan("stateless", None, 0)
         # Files are checked before any upstream call, so a refused type costs nothing upstream.
@@ -78,13 +85,13 @@ class DifyAdaptor(ChannelAdaptor):
         check_app_accepts(channel.info.get("file_upload"), pending)
         if pending:
             base = channel.base_url.rstrip("/")
-            request.files = await to_dify_files(self.context.http, base, channel.api_key, job.end_user, pending)
+            request.files = await to_dify_files(self.context.http, base, channel.api_key, user, pending)
         try:
             async for event in self._converse(request, plan):
                 yield event
         except _ConversationGone:
             if plan.pinned:
-                raise UpstreamError(404, f"Dify conversation '{plan.conversation_id}' does not exist.", code="dify_conversation_not_found") from None
+                raise _conversation_not_found(plan) from None
             log.info("Dify forgot the conversation; starting a new one", extra={"request_id": job.request_id})
             async for event in self._converse(request, self.memory.fresh(plan)):
                 yield event
@@ -125,7 +132,8 @@ class DifyAdaptor(ChannelAdaptor):
             yield Delta(finish_reason="stop")
         if conversation_id and mode in CHAT_MODES:
             answer = {"role": "assistant", "content": "".join(reply), "tool_calls": calls}
-            await self.memory.remember(channel, job.end_user, request.system, request.turns, answer, conversation_id)
+            await self.memory.claim(channel, conversation_id, owner_of(job))
+            await self.memory.remember(channel, request.user, request.system, request.turns, answer, conversation_id)
 
     async def _stream(
         self, channel: ChannelConfig, mode: str, body: dict[str, Any], translator: DifyEventTranslator, plan: ConversationPlan
@@ -138,7 +146,7 @@ class DifyAdaptor(ChannelAdaptor):
         completed = False
         try:
             if response.status >= 400:
-                error = await http_error(response, channel.api_key)
+                error = await http_error(response)
                 if response.status == 404 and plan.continues and error.code == "dify_not_found":
                     raise _ConversationGone
                 raise error
@@ -155,7 +163,9 @@ class DifyAdaptor(ChannelAdaptor):
                 try:
                     event = orjson.loads(data)
                 except orjson.JSONDecodeError:
-                    continue
+                    continue  # not an event (Dify's proxies sometimes interleave other lines)
+                if not isinstance(event, dict):
+                    raise invalid_response("a Dify stream event is not a JSON object")
                 for out in translator.translate(event):
                     yield out
             completed = True
@@ -171,6 +181,10 @@ class DifyAdaptor(ChannelAdaptor):
             await self.context.http.post_json(channel.base_url.rstrip("/") + path, channel.api_key, {"user": user}, timeout=5.0)
         except UpstreamError:
             log.warning("could not stop the Dify task", extra={"task_id": task_id})
+
+
+def _conversation_not_found(plan: ConversationPlan) -> UpstreamError:
+    return UpstreamError(404, f"Dify conversation '{plan.conversation_id}' does not exist.", code="dify_conversation_not_found")
 
 
 def _active_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -197,7 +211,7 @@ def build_body(request: DifyRequest, plan: ConversationPlan) -> tuple[dict[str, 
     tools = _active_tools(job.body)
     if tools:
         query = f"{query}\n\n{tool_instructions(tools, job.body.get('tool_choice'))}"
-    body: dict[str, Any] = {"inputs": inputs, "response_mode": "streaming", "user": job.end_user}
+    body: dict[str, Any] = {"inputs": inputs, "response_mode": "streaming", "user": request.user}
     if request.files:
         body["files"] = request.files
     if mode == "workflow":

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from ..base import UpstreamError
-from ..errors import RETRYABLE_STATUSES, redact, status_for_client
+from ..errors import RETRYABLE_STATUSES, status_for_client
 from ..upstream_http import UpstreamResponse
 
 # code → (status for the client, worth trying another channel)
@@ -47,25 +47,34 @@ def dify_error(code: str | None, message: str, http_status: int | None = None) -
     return UpstreamError(status, message or "Dify returned an error", code=f"dify_{code}" if code else "dify_error", retryable=bool(retryable))
 
 
-async def http_error(response: UpstreamResponse, api_key: str) -> UpstreamError:
-    """A Dify HTTP 4xx/5xx (`{"code","message","status"}`) as an UpstreamError."""
-    return dify_error_from_body(response.status, await response.read(), api_key)
+async def http_error(response: UpstreamResponse) -> UpstreamError:
+    """A Dify HTTP 4xx/5xx (`{"code","message","status"}`) as an UpstreamError (JobRunner redacts the key)."""
+    return dify_error_from_body(response.status, await response.read_limited())
 
 
-def dify_error_from_body(status: int, raw: bytes, api_key: str) -> UpstreamError:
-    """An UpstreamError from a Dify error body, with the channel key redacted from the message."""
+def dify_error_from_body(status: int, raw: bytes) -> UpstreamError:
+    """An UpstreamError from a Dify error body."""
     code, message = None, f"Dify returned HTTP {status}"
     try:
         body: Any = orjson.loads(raw)
         if isinstance(body, dict):
-            code, message = body.get("code"), body.get("message") or message
+            code, message = _text(body.get("code")), _text(body.get("message")) or message
     except orjson.JSONDecodeError:
         pass
     if status == 429 and not code:
         code = "too_many_requests"
-    return dify_error(code, redact(message, api_key), status)
+    return dify_error(code, message, status)
 
 
 def event_error(event: dict[str, Any]) -> UpstreamError:
-    """An `error` stream event as an UpstreamError."""
-    return dify_error(event.get("code"), event.get("message") or "Dify reported an error", event.get("status"))
+    """An `error` stream event as an UpstreamError (fields of the wrong type are ignored)."""
+    status = event.get("status")
+    return dify_error(
+        _text(event.get("code")),
+        _text(event.get("message")) or "Dify reported an error",
+        status if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599 else None,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

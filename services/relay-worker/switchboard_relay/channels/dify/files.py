@@ -7,9 +7,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from ..base import UpstreamError
+from ..errors import invalid_response, parse_object
 from ..upstream_http import UpstreamClient
 from .errors import dify_error_from_body
 
@@ -118,6 +117,9 @@ async def to_dify_files(http: UpstreamClient, base_url: str, api_key: str, user:
             continue
         status, body = await http.upload(f"{base_url}/files/upload", api_key, {"user": user}, file.filename, file.data or b"", file.mime)
         if status >= 400:
-            raise dify_error_from_body(status, body, api_key)
-        out.append({"type": file.kind, "transfer_method": "local_file", "upload_file_id": orjson.loads(body)["id"]})
+            raise dify_error_from_body(status, body)
+        upload_id = parse_object(body, "the file upload answer").get("id")
+        if not isinstance(upload_id, str):
+            raise invalid_response("the file upload answer has no id")
+        out.append({"type": file.kind, "transfer_method": "local_file", "upload_file_id": upload_id})
     return out

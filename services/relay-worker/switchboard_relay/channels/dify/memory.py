@@ -9,6 +9,10 @@ Modes (channel option `memory`):
 - `zero-width`: OpenDify compatibility; the id travels hidden in the replies.
 
 A client may also pin a conversation with the `X-Dify-Conversation-Id` header.
+
+Conversations belong to the API key that started them: Dify sees each key's users under
+their own pseudonyms (`dify_user`), and every conversation id Dify hands out is recorded
+with its key's id, so no other key can continue it, whichever way it names the id.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 
 import orjson
 
+from switchboard_shared.contracts import ChatJob
 from switchboard_shared.kv import KeyValue
+from switchboard_shared.secret_box import SecretBox
 
 from ..base import ChannelConfig
 from . import zero_width
@@ -83,9 +89,41 @@ class ConversationMemory:
         ttl = float(channel.options.get("conversation_ttl_seconds") or DEFAULT_TTL_SECONDS)
         await self._kv.set(self._key(channel, end_user, system, [*turns, reply]), conversation_id.encode(), ttl)
 
+    async def claim(self, channel: ChannelConfig, conversation_id: str, owner: str) -> None:
+        """Record (or refresh) that `owner` (a token id) holds the conversation."""
+        ttl = max(float(channel.options.get("conversation_ttl_seconds") or DEFAULT_TTL_SECONDS), DEFAULT_TTL_SECONDS)
+        await self._kv.set(self._owner_key(channel, conversation_id), owner.encode(), ttl)
+
+    async def may_use(self, channel: ChannelConfig, conversation_id: str, owner: str) -> bool:
+        """Whether `owner` may continue the conversation (it is not recorded as another key's).
+
+        An unrecorded id (expired record, or from before records) is left to Dify, which
+        finds a conversation only for the end user that started it, and end users are
+        already per key.
+        """
+        found = await self._kv.get(self._owner_key(channel, conversation_id))
+        return found is None or found.decode() == owner
+
+    def _owner_key(self, channel: ChannelConfig, conversation_id: str) -> str:
+        return f"{self._prefix}dify:owner:{channel.id}:{hashlib.sha256(conversation_id.encode()).hexdigest()}"
+
     def _key(self, channel: ChannelConfig, end_user: str, system: str, history: list[dict[str, Any]]) -> str:
         canonical = orjson.dumps([channel.id, end_user, system.strip(), [_canonical(m) for m in history]])
         return f"{self._prefix}dify:conv:{hashlib.sha256(canonical).hexdigest()}"
+
+
+def dify_user(secrets: SecretBox, job: ChatJob) -> str:
+    """The Dify end user of a request: the client's `user`, under a pseudonym of its API key's own.
+
+    Dify keys conversations and files by end user; sent unchanged, two keys that send the
+    same `user` would share them.
+    """
+    return "sb-" + secrets.pseudonym("dify-user", str(job.token_id), job.end_user)
+
+
+def owner_of(job: ChatJob) -> str:
+    """Who a conversation belongs to: the request's API key."""
+    return str(job.token_id)
 
 
 def _raw_text(message: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from ..base import (
     UpstreamEvent,
     Usage,
 )
+from ..errors import invalid_response, redact
 from .app_form import reply_from_outputs
 from .errors import event_error
 
@@ -41,28 +42,41 @@ class DifyEventTranslator:
     _thoughts: dict[str, dict[str, str]] = field(default_factory=dict)
     _content: list[str] = field(default_factory=list)
 
+    _reasoned: bool = False
+
     def translate(self, event: dict[str, Any]) -> list[UpstreamEvent]:
-        """Events for the client from one Dify event (raises UpstreamError on Dify errors)."""
+        """Events for the client from one Dify event (raises UpstreamError on Dify errors).
+
+        An event whose fields have the wrong JSON types is an `upstream_invalid_response`.
+        """
         name = event.get("event")
-        self.task_id = event.get("task_id") or self.task_id
+        if not isinstance(name, str):
+            raise invalid_response("a Dify event without an event name")
+        self.task_id = _id(event, "task_id") or self.task_id
         out: list[UpstreamEvent] = []
-        if not self._headers_sent and event.get("conversation_id"):
-            self.conversation_id = event["conversation_id"]
-            out.append(ResponseHeaders({CONVERSATION_HEADER: self.conversation_id}))
+        conversation_id = _id(event, "conversation_id")
+        if not self._headers_sent and conversation_id:
+            self.conversation_id = conversation_id
+            out.append(ResponseHeaders({CONVERSATION_HEADER: conversation_id}))
             self._headers_sent = True
         if name == "error":
             raise event_error(event)
-        handler = getattr(self, "_on_" + (name or "").replace("-", "_"), None)
-        if handler is not None:
-            out.extend(handler(event))
-        elif isinstance(event.get("answer"), str) and not event.get("url"):
-            out.extend(self._text(event["answer"]))  # Dify ≥1.11.2 sends text as `message_file` when files are attached
+        handler = getattr(self, "_on_" + name.replace("-", "_"), None)
+        try:
+            if handler is not None:
+                out.extend(handler(event))
+            elif isinstance(event.get("answer"), str) and not event.get("url"):
+                out.extend(self._text(event["answer"]))  # Dify ≥1.11.2 sends text as `message_file` when files are attached
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise invalid_response(f"the Dify '{name}' event has fields of the wrong type") from exc
         if name == _TERMINAL.get(self.mode, "message_end"):
             self.finished = True
         return out
 
     # --- text -----------------------------------------------------------------------------
     def _text(self, text: str) -> list[UpstreamEvent]:
+        if not isinstance(text, str):
+            raise TypeError("text is not a string")
         if not text:
             return []
         self.streamed_text = True
@@ -104,13 +118,19 @@ class DifyEventTranslator:
             pieces.append(thought[len(shown) :])
             seen["thought"] = thought
         if event.get("tool") and not seen.get("tool"):
-            pieces.append(f"\n[tool {event['tool']}] {event.get('tool_input') or ''}\n")
+            # On its own line, unless it is the first thing said (no stray newline at the start).
+            lead = "\n" if pieces or self._reasoned else ""
+            pieces.append(f"{lead}[tool {event['tool']}] {event.get('tool_input') or ''}\n")
             seen["tool"] = event["tool"]
         if event.get("observation") and not seen.get("observation"):
             pieces.append(f"[observation] {event['observation']}\n")
             seen["observation"] = event["observation"]
         text = "".join(pieces)
-        return [Delta(reasoning_content=text)] if text else []
+        if not text:
+            return []
+        self._reasoned = True
+        # Tool inputs and observations are the upstream's own text: a tool may echo the app's key.
+        return [Delta(reasoning_content=redact(text, self.channel.api_key))]
 
     # --- ends -----------------------------------------------------------------------------------
     def _on_message_end(self, event: dict[str, Any]) -> list[UpstreamEvent]:
@@ -132,6 +152,16 @@ class DifyEventTranslator:
         if self.mode == "workflow" and not self.streamed_text:
             return self._text(reply_from_outputs(self.channel, data.get("outputs")))
         return []
+
+
+def _id(event: dict[str, Any], field: str) -> str | None:
+    """An id field of an event: a string, or an `upstream_invalid_response`."""
+    value = event.get(field)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise invalid_response(f"the Dify event's {field} is not a string")
+    return value
 
 
 def _price(value: Any) -> Decimal | None:

@@ -15,12 +15,12 @@ from ..base import (
     Delta,
     UpstreamError,
     UpstreamEvent,
-    Usage,
     upstream_model,
 )
-from ..errors import RETRYABLE_STATUSES, redact, status_for_client
+from ..errors import RETRYABLE_STATUSES, invalid_response, parse_object, status_for_client
 from ..sse import iter_sse_data
 from ..upstream_http import UpstreamResponse
+from .answer import StreamToolCalls, text_or_none, tool_calls_of, usage_of
 
 # Fields of ours that no upstream should see.
 _GATEWAY_FIELDS = ("dify",)
@@ -40,18 +40,17 @@ class OpenAIAdaptor(ChannelAdaptor):
         response = await self.context.http.post_streaming(url, channel.api_key, body)
         try:
             if response.status >= 400:
-                raise await _http_error(response, channel.api_key)
+                raise await _http_error(response)
             if job.stream:
+                tool_calls = StreamToolCalls()
                 async for data in iter_sse_data(response):
                     if data == "[DONE]":
                         break
-                    for event in convert_chunk(orjson.loads(data)):
+                    for event in convert_chunk(parse_object(data, "a stream chunk"), tool_calls):
                         yield event
             else:
-                for event in convert_completion(orjson.loads(await response.read())):
+                for event in convert_completion(parse_object(await response.read(), "the response body")):
                     yield event
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(502, "upstream sent malformed JSON", code="bad_upstream_response") from exc
         finally:
             await response.close()
 
@@ -69,71 +68,85 @@ def convert_request(job: ChatJob, channel: ChannelConfig) -> dict[str, Any]:
     return body
 
 
-def convert_chunk(chunk: dict[str, Any]) -> list[UpstreamEvent]:
-    """One upstream stream chunk → events."""
+def convert_chunk(chunk: dict[str, Any], tool_calls: StreamToolCalls | None = None) -> list[UpstreamEvent]:
+    """One upstream stream chunk → events (an upstream `error` chunk raises, keeping its message)."""
     if "error" in chunk:
-        err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
-        raise UpstreamError(502, err.get("message") or "upstream error", code=err.get("code") or "upstream_error")
+        raise _error_of(chunk["error"], "upstream error", 502)
+    calls = tool_calls if tool_calls is not None else StreamToolCalls()
     events: list[UpstreamEvent] = []
-    for choice in chunk.get("choices") or ():
+    for choice in _choices(chunk):
         delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise invalid_response("a choice's delta is not an object")
         events.append(
             Delta(
-                content=delta.get("content") or None,
-                reasoning_content=delta.get("reasoning_content") or None,
-                tool_calls=delta.get("tool_calls") or None,
-                finish_reason=choice.get("finish_reason"),
+                content=text_or_none(delta.get("content"), "content") or None,
+                reasoning_content=text_or_none(delta.get("reasoning_content"), "reasoning_content") or None,
+                tool_calls=calls.fragments(delta.get("tool_calls")),
+                finish_reason=_finish_reason(choice),
             )
         )
     usage = chunk.get("usage")
     if usage:
-        events.append(_usage(usage))
+        events.append(usage_of(usage))
     return events
 
 
 def convert_completion(completion: dict[str, Any]) -> list[UpstreamEvent]:
     """A whole non-stream upstream response → events."""
     events: list[UpstreamEvent] = []
-    choices = completion.get("choices") or []
+    choices = _choices(completion)
     if choices:
         message = choices[0].get("message") or {}
-        tool_calls = message.get("tool_calls")
-        if tool_calls:
-            tool_calls = [{"index": i, **call} for i, call in enumerate(tool_calls)]
+        if not isinstance(message, dict):
+            raise invalid_response("a choice's message is not an object")
         events.append(
             Delta(
-                content=message.get("content"),
-                reasoning_content=message.get("reasoning_content"),
-                tool_calls=tool_calls or None,
-                finish_reason=choices[0].get("finish_reason") or "stop",
+                content=text_or_none(message.get("content"), "content"),
+                reasoning_content=text_or_none(message.get("reasoning_content"), "reasoning_content"),
+                tool_calls=tool_calls_of(message.get("tool_calls")),
+                finish_reason=_finish_reason(choices[0]) or "stop",
             )
         )
     if completion.get("usage"):
-        events.append(_usage(completion["usage"]))
+        events.append(usage_of(completion["usage"]))
     return events
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
-    return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0))
+def _choices(body: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = body.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise invalid_response("'choices' is not a list of objects")
+    return choices
 
 
-async def _http_error(response: UpstreamResponse, api_key: str) -> UpstreamError:
-    """An upstream 4xx/5xx, with the upstream's own message (never the channel's key)."""
-    raw = await response.read()
-    message, code = f"upstream returned HTTP {response.status}", None
-    try:
-        err = orjson.loads(raw).get("error")
-        if isinstance(err, dict):
-            message, code = err.get("message") or message, err.get("code") or err.get("type")
-        elif isinstance(err, str):
-            message = err
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    if response.status in (401, 403):
-        message = f"the upstream refused this channel's credentials (HTTP {response.status})"
+def _finish_reason(choice: dict[str, Any]) -> str | None:
+    reason = choice.get("finish_reason")
+    return reason if isinstance(reason, str) and reason else None
+
+
+def _error_of(err: Any, default: str, status: int) -> UpstreamError:
+    """An OpenAI `error` object (or string) as an UpstreamError, keeping its message, code and param."""
+    if not isinstance(err, dict):
+        return UpstreamError(status, str(err) if isinstance(err, str) and err else default, code="upstream_error")
+    message, code, param = err.get("message"), err.get("code") or err.get("type"), err.get("param")
     return UpstreamError(
-        status_for_client(response.status),
-        redact(message, api_key),
-        code=str(code) if code else "upstream_error",
-        retryable=response.status in RETRYABLE_STATUSES or response.status in (401, 403),
+        status,
+        message if isinstance(message, str) and message else default,
+        code=str(code) if isinstance(code, (str, int)) and code else "upstream_error",
+        param=param if isinstance(param, str) else None,
     )
+
+
+async def _http_error(response: UpstreamResponse) -> UpstreamError:
+    """An upstream 4xx/5xx, with the upstream's own message, code and param (JobRunner redacts the key)."""
+    raw = await response.read_limited()
+    try:
+        parsed: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = _error_of(parsed.get("error") if isinstance(parsed, dict) else None, f"upstream returned HTTP {response.status}", status_for_client(response.status))
+    if response.status in (401, 403):
+        error.message = f"the upstream refused this channel's credentials (HTTP {response.status})"
+    error.retryable = response.status in RETRYABLE_STATUSES or response.status in (401, 403)
+    return error
