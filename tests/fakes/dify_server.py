@@ -30,7 +30,8 @@ Scripts (what an app answers; `add_app(script=...)` or `state.set_script(key, ..
 * a `list` of event dicts: Dify's envelope and default fields filled in, the given fields merged
   over them (nested dicts key by key), e.g. `[{"event": "message", "answer": "Hi"},
   {"event": "message_end", "metadata": {"usage": {"prompt_tokens": 1}}}]`. Pseudo events:
-  `{"event": "ping"}`, `{"event": "sleep", "seconds": s}`, `{"event": "drop"}`, `{"event": "hang"}`.
+  `{"event": "ping"}`, `{"event": "sleep", "seconds": s}`, `{"event": "drop"}`, `{"event": "hang"}`,
+  and, to misbehave, `{"event": "raw", "data": b"..."}` (those bytes on the wire as they are).
 * a callable `f(body: dict) -> any of the above` (or raising `DifyError`), called with the
   request's JSON body, e.g. to answer with a tool-call text when the query offers tools.
 
@@ -87,7 +88,7 @@ CHAT_MODES = ("chat", "agent-chat", "advanced-chat")
 PING = b"event: ping\n\n"
 _WORKFLOW_EVENTS = {"workflow_started", "workflow_finished", "node_started", "node_finished", "text_chunk"}
 _TERMINAL = {"message_end", "error"}
-_PSEUDO = {"ping", "sleep", "drop", "hang"}
+_PSEUDO = {"ping", "sleep", "drop", "hang", "raw"}
 _IMAGE_EXT = {"jpg", "jpeg", "png", "webp", "gif", "svg"}
 _SIZE_LIMITS_MB = {**dict.fromkeys(_IMAGE_EXT, 10), **dict.fromkeys(("mp4", "mov", "mpeg", "webm"), 100),
                    **dict.fromkeys(("mp3", "m4a", "wav", "amr", "mpga"), 50)}
@@ -553,6 +554,8 @@ class _Run:
             elif name in ("sleep", "hang"):
                 async for p in self._idle(step.get("seconds", 0) if name == "sleep" else math.inf, clock):
                     yield p
+            elif name == "raw":
+                yield step["data"]
             elif name == "drop":
                 self.outcome = "dropped"
                 yield None

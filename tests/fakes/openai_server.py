@@ -78,6 +78,9 @@ class FakeOpenAIState:
     ``delay``: seconds slept before answering; ``chunk_delay``: seconds between stream frames.
     ``chunks``: exact number of content chunks per stream (None = one per word).
     ``record``: set False to keep no history (long benchmark runs).
+    ``raw_stream`` / ``raw_body``: misbehaviour for hostile-upstream tests: chat completions answer
+    these bytes verbatim (the stream's pieces one after the other; the body with HTTP 200) instead
+    of a real answer, after authentication and forced failures as usual.
     """
 
     api_key: str | None = DEFAULT_API_KEY
@@ -89,6 +92,8 @@ class FakeOpenAIState:
     chunk_delay: float = 0.0
     chunks: int | None = None
     record: bool = True
+    raw_stream: list[bytes] | None = None
+    raw_body: bytes | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     failures_served: int = 0
@@ -133,7 +138,7 @@ class FakeOpenAIState:
         fresh = FakeOpenAIState()
         with self.lock:
             for name in ("api_key", "fail_status", "fail_message", "fail_times", "fail_headers",
-                         "delay", "chunk_delay", "chunks", "record", "failures_served"):
+                         "delay", "chunk_delay", "chunks", "record", "failures_served", "raw_stream", "raw_body"):
                 setattr(self, name, getattr(fresh, name))
             self.requests.clear()
 
@@ -218,6 +223,11 @@ async def _sse(frames: Iterable[dict[str, Any]], chunk_delay: float) -> AsyncIte
             await asyncio.sleep(chunk_delay)
         yield b"data: " + orjson.dumps(frame) + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+async def _raw_pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 def _stream(frames: Iterable[dict[str, Any]], state: FakeOpenAIState) -> StreamingResponse:
@@ -309,6 +319,10 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
         body, err = await prologue(request)
         if err is not None:
             return err
+        if st.raw_stream is not None and body.get("stream"):
+            return StreamingResponse(_raw_pieces(list(st.raw_stream)), media_type="text/event-stream; charset=utf-8")
+        if st.raw_body is not None and not body.get("stream"):
+            return Response(st.raw_body, media_type="application/json")
         if not body.get("model"):
             return _no_model()
         messages = body.get("messages")
