@@ -68,9 +68,12 @@ DONE = b"data: [DONE]\n\n"
 
 
 def stream(stack: Stack, key: str, model: str) -> tuple[httpx.Response, list[bytes]]:
-    with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT) as client:
-        with client.stream("POST", "/v1/chat/completions", json={"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as response:
-            raw = response.read()
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with (
+        httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        raw = response.read()
     return response, [r for r in raw.split(b"\n\n") if r]
 
 
