@@ -217,21 +217,26 @@ class Stack:
         """The latest process started under `name` (e.g. to kill it in a test)."""
         return next(proc for proc_name, proc in reversed(self._procs) if proc_name == name)
 
-    def respawn(self, name: str) -> None:
-        """Start `name` again as it was first started, and wait until it is ready.
+    def respawn(self, name: str, **env_overrides: str) -> None:
+        """Start `name` again as it was first started (plus `env_overrides`, kept for later respawns),
+        and wait until it is ready.
 
         The old process may still be stopping (a graceful-stop test starts its successor at once):
         the new one gets a health port of its own, and only the new one is watched while it starts.
         """
         args, env = self._spawned[name]
+        env = {**env, **env_overrides}
+        self._spawned[name] = (args, env)
         self._procs = [(n, p) for n, p in self._procs if n != name or p.poll() is None]  # forget the dead one
         health_key = next((k for k in ("SB_ACCOUNTING_HEALTH_PORT", "SB_RELAY_HEALTH_PORT") if k in env), None)
         if health_key is not None:
             env = {**env, health_key: str(free_port())}
             self._spawned[name] = (args, env)
         self._spawn(name, args, **env)
+        url = f"{self.base_url}/readyz" if name == "edge" else None
         if health_key is not None:
             url = f"http://127.0.0.1:{env[health_key]}/readyz"
+        if url is not None:
             self.ready_urls[name] = url
             self._wait_ready(url, name, watch=[self._procs[-1]])
 

@@ -37,11 +37,12 @@ class Service(Protocol):
 class HttpServer:
     """An ASGI app served by uvicorn inside the running event loop (no signal handlers of its own)."""
 
-    def __init__(self, app: object, host: str, port: int) -> None:
+    def __init__(self, app: object, host: str, port: int, *, graceful_seconds: float = 5.0) -> None:
+        """`graceful_seconds`: after `stop_accepting()`, how long open responses may run before they are cut."""
         # proxy_headers off: uvicorn would take X-Forwarded-For from 127.0.0.1 as the client; the edge decides
         # whom to believe itself (SB_TRUSTED_PROXIES, client_ip.py).
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=graceful_seconds,
             proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
@@ -57,9 +58,13 @@ class HttpServer:
                 raise RuntimeError("the HTTP server exited during startup")
             await asyncio.sleep(0.01)
 
-    async def stop(self) -> None:
-        """Stop accepting, finish open responses (briefly), close."""
+    def stop_accepting(self) -> None:
+        """Close the listening socket and idle connections; open responses go on (see `stop`)."""
         self._server.should_exit = True
+
+    async def stop(self) -> None:
+        """Stop accepting, let open responses finish (for up to `graceful_seconds`), close."""
+        self.stop_accepting()
         if self._serving is not None:
             await asyncio.gather(self._serving, return_exceptions=True)
 

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     accounting_health_port: int = 0
     knowledge_health_port: int = 0
 
+    # Lifecycle
+    drain_seconds: float = Field(
+        10.0, ge=0,
+        description="On SIGTERM/Ctrl-C, how long open calls may finish; those still open then end with an error "
+        "(streams: an error chunk and [DONE]) and are billed for what they relayed.",
+    )
+
     # Logging
     log_level: str = "INFO"
 

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 #: Pause before trying again when the database (or anything else) failed a batch.
 _PAUSE_AFTER_FAILURE_SECONDS = 1.0
+#: How often an idle consumer looks whether it is asked to stop.
+_IDLE_POLL_SECONDS = 0.5
+#: While stopping, the queue counts as drained after this long without an event.
+_DRAINED_AFTER_SECONDS = 0.05
 
 
 class AccountingService:
@@ -35,6 +39,7 @@ class AccountingService:
         self._consumer: Consumer | None = None
         self._loop: asyncio.Task[None] | None = None
         self._pruner = UsagePruner(db, settings.usage_retention_days)
+        self._stopping = False
         self.recorded = 0
 
     async def start(self) -> None:
@@ -44,8 +49,12 @@ class AccountingService:
         self._pruner.start()
 
     async def stop(self) -> None:
+        """Record what is queued (the usage of calls that ended during shutdown) for up to
+        `SB_DRAIN_SECONDS`, then stop; anything left waits in the queue for the next start."""
         await self._pruner.stop()
+        self._stopping = True
         if self._loop is not None:
+            await asyncio.wait([self._loop], timeout=self.settings.drain_seconds)
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
         if self._consumer is not None:
@@ -60,7 +69,8 @@ class AccountingService:
         assert self._consumer is not None
         while True:
             try:
-                await self._record_next_batch(self._consumer)
+                if not await self._record_next_batch(self._consumer) and self._stopping:
+                    return  # drained
             except asyncio.CancelledError:
                 raise
             except DeliveryLost:
@@ -69,8 +79,11 @@ class AccountingService:
                 log.exception("usage loop failed; going on")
                 await asyncio.sleep(_PAUSE_AFTER_FAILURE_SECONDS)
 
-    async def _record_next_batch(self, consumer: Consumer) -> None:
+    async def _record_next_batch(self, consumer: Consumer) -> bool:
+        """Record one batch; False when there was none to record."""
         batch = await self._collect(consumer)
+        if not batch:
+            return False
         try:
             await self._flush(batch)
         except (asyncio.CancelledError, DeliveryLost):
@@ -80,6 +93,7 @@ class AccountingService:
                 await self._isolate(batch)
             else:
                 await self._hand_back(batch, exc)
+        return True
 
     async def _hand_back(self, batch: list[tuple[Delivery, UsageEvent]], exc: Exception) -> None:
         """The database is away: return the events to the queue and try again shortly."""
@@ -110,8 +124,12 @@ class AccountingService:
         batch: list[tuple[Delivery, UsageEvent]] = []
         deadline: float | None = None
         while len(batch) < self.settings.accounting_batch_size:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            delivery = await consumer.get(timeout)
+            if deadline is not None:
+                delivery = await consumer.get(max(0.0, deadline - time.monotonic()))
+            else:
+                delivery = await consumer.get(_DRAINED_AFTER_SECONDS if self._stopping else _IDLE_POLL_SECONDS)
+                if delivery is None and not self._stopping:
+                    continue  # idle: wait on, looking at `_stopping` now and then
             if delivery is None:
                 break
             try:

@@ -130,6 +130,18 @@ class JobDispatcher:
         except Exception:
             log.exception("could not announce a cancel", extra={"request_id": request_id})
 
+    async def finish_open_requests(self, seconds: float) -> None:
+        """Let open requests end by themselves for up to `seconds`, then end the rest with a 503
+        (a stream gets an error chunk and [DONE]); their workers are told to stop and bill them."""
+        if not await self._router.wait_idle(seconds):
+            log.warning("ending open requests at shutdown", extra={"open": self._router.in_flight})
+            self._router.fail_all(
+                OpenAIError(
+                    503, "the gateway is shutting down; retry the request", code="edge_shutdown", type="server_error",
+                    headers={"Retry-After": "1"},
+                )
+            )
+
     async def drain(self) -> None:
         """Wait for outstanding cancel notices."""
         if self._background:

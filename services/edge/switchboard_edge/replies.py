@@ -25,23 +25,39 @@ class Inbox:
     """
 
     def __init__(self, limit: int) -> None:
-        self._queue: asyncio.Queue[Frame] = asyncio.Queue(limit)
-        self.overflowed = False
+        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue(limit)
+        self._failure: OpenAIError | None = None
 
     def put(self, frame: Frame) -> None:
-        """Add a frame (the inbox overflows instead of growing past its limit)."""
+        """Add a frame (the inbox fails instead of growing past its limit)."""
+        if self._failure is not None:
+            return
         if self._queue.full():
-            self.overflowed = True
+            self.fail(
+                OpenAIError(
+                    502, "the client read the answer too slowly; frames beyond the edge's buffer were dropped",
+                    code="reply_overflow",
+                )
+            )
             return
         self._queue.put_nowait(frame)
 
+    def fail(self, error: OpenAIError) -> None:
+        """End the request with `error`: the reader gets it instead of any further frame."""
+        if self._failure is not None:
+            return
+        self._failure = error
+        if not self._queue.full():
+            self._queue.put_nowait(None)  # wakes a reader waiting on an empty queue
+
     async def get(self) -> Frame:
-        """The next frame; a 502 once frames were dropped."""
-        if self.overflowed:
-            raise OpenAIError(
-                502, "the client read the answer too slowly; frames beyond the edge's buffer were dropped", code="reply_overflow"
-            )
-        return await self._queue.get()
+        """The next frame; the failure instead once the inbox has failed."""
+        if self._failure is None:
+            frame = await self._queue.get()
+            if frame is not None:
+                return frame
+        assert self._failure is not None
+        raise self._failure
 
 
 class ReplyRouter:
@@ -56,6 +72,8 @@ class ReplyRouter:
         self.channel = channel
         self._inbox_frames = inbox_frames
         self._inboxes: dict[str, Inbox] = {}
+        self._idle = asyncio.Event()  # set while no request waits for frames
+        self._idle.set()
 
     async def start(self) -> None:
         """Subscribe (returns once the subscription is live)."""
@@ -69,16 +87,32 @@ class ReplyRouter:
         """Start collecting frames for a request."""
         inbox = Inbox(self._inbox_frames)
         self._inboxes[request_id] = inbox
+        self._idle.clear()
         return inbox
 
     def close(self, request_id: str) -> None:
         """Stop collecting; late frames for it are dropped."""
         self._inboxes.pop(request_id, None)
+        if not self._inboxes:
+            self._idle.set()
 
     @property
     def in_flight(self) -> int:
         """Requests waiting for frames."""
         return len(self._inboxes)
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait up to `seconds` for every open request to end; whether they all did."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def fail_all(self, error: OpenAIError) -> None:
+        """End every open request with `error` (the edge is shutting down)."""
+        for inbox in self._inboxes.values():
+            inbox.fail(error)
 
     def _deliver(self, raw: bytes) -> None:
         try:

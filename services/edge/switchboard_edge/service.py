@@ -19,14 +19,21 @@ class EdgeService:
 
     def __init__(self, settings: Settings, backends: Backends, db: Database, secrets: SecretBox) -> None:
         self.state = EdgeState(settings, backends, db, secrets)
-        self._server = HttpServer(create_app(self.state), settings.edge_host, settings.edge_port)
+        self._drain_seconds = settings.drain_seconds
+        # The server's own cut-off comes after ours, so every open request ends with an answer, not a reset.
+        self._server = HttpServer(
+            create_app(self.state), settings.edge_host, settings.edge_port, graceful_seconds=settings.drain_seconds + 5
+        )
 
     async def start(self) -> None:
         await self.state.start()
         await self._server.start()
 
     async def stop(self) -> None:
+        """Stop accepting, give open calls `SB_DRAIN_SECONDS` to finish, end the rest with `edge_shutdown`."""
         self.state.knowledge_events.close()  # open event streams end now, not at the server's grace timeout
+        self._server.stop_accepting()
+        await self.state.dispatcher.finish_open_requests(self._drain_seconds)
         await self._server.stop()
         await self.state.stop()
 

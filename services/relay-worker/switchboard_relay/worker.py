@@ -76,8 +76,8 @@ class RelayWorker:
         self._loops.append(asyncio.create_task(self._keepalive(), name="relay-keepalive"))
         log.info("relay worker started", extra={"worker_id": self.worker_id, "families": self.settings.families})
 
-    async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Stop taking jobs, let in-flight ones finish (and ack) for a while, then end them with an error.
+    async def stop(self) -> None:
+        """Stop taking jobs, let in-flight ones finish (and ack) for `SB_DRAIN_SECONDS`, then end them with an error.
 
         basic.cancel comes first: jobs already taken keep their channel, so their acks still land
         and none runs twice; jobs delivered but not started go back to the queue unrun.
@@ -85,7 +85,7 @@ class RelayWorker:
         for consumer in self._consumers:
             await consumer.cancel()
         if self._inflight:
-            await asyncio.wait(list(self._inflight.values()), timeout=grace_seconds)
+            await asyncio.wait(list(self._inflight.values()), timeout=self.settings.drain_seconds)
         for task in list(self._inflight.values()):
             task.cancel()  # the job ends as `worker_shutdown`; its finish step still bills and acks it
         await asyncio.gather(*self._tasks, return_exceptions=True)
