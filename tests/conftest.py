@@ -33,7 +33,9 @@ KNOWLEDGE_ENV = {
 #: name → how to build the stack. The two plain modes are the ones every scenario runs on.
 # Requests from 127.0.0.2 come "through a trusted proxy" (their X-Forwarded-For counts); from 127.0.0.1 they do not.
 TRUSTED_PROXY = "127.0.0.2"
-_PLAIN_ENV = {"SB_TRUSTED_PROXIES": TRUSTED_PROXY}
+# A short auth-failure window (the default limit) lets tests see an address's throttle end.
+AUTH_FAILURE_WINDOW_SECONDS = 5.0
+_PLAIN_ENV = {"SB_TRUSTED_PROXIES": TRUSTED_PROXY, "SB_AUTH_FAILURE_WINDOW_SECONDS": str(AUTH_FAILURE_WINDOW_SECONDS)}
 _STACK_SPECS: dict[str, dict[str, Any]] = {
     "embedded": {"mode": "embedded", "extra_env": {**KNOWLEDGE_ENV, **_PLAIN_ENV}},
     "distributed": {"mode": "distributed", "extra_env": {**KNOWLEDGE_ENV, **_PLAIN_ENV}},

@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     token_local_cache_seconds: float = Field(
         2.0, description="How long an edge keeps a token record in process (changes are broadcast; this bounds a lost one)."
     )
+    token_local_cache_entries: int = Field(
+        10_000, ge=1,
+        description="Token records one edge keeps in process (least recently used out first); unknown keys get as many "
+        "entries of their own, so a flood of random keys cannot push out the records of real ones.",
+    )
+    auth_failure_limit: int = Field(
+        20, ge=0,
+        description="Refused API or admin keys one client address may send per window before it gets 429 "
+        "(without any lookup) for the rest of the window; 0 = no limit.",
+    )
+    auth_failure_window_seconds: float = Field(
+        60.0, gt=0, description="The window of SB_AUTH_FAILURE_LIMIT, from an address's first refused key."
+    )
     trusted_proxies: str = Field(
         "", description="Comma list of proxy addresses/CIDRs whose X-Forwarded-For names the client; empty = none."
     )

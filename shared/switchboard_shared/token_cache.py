@@ -1,6 +1,7 @@
 """Invalidating cached client-key records everywhere they are cached.
 
-Edges cache token records in Redis and, briefly, in process; whoever changes a
+Edges cache token records in Redis and, briefly, in process (a bounded LRU per edge,
+`switchboard_edge/token_memory.py`); whoever changes a
 token (the admin API, accounting adding spend) drops the Redis copy and
 broadcasts the key hashes so every edge drops its local copy too.
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -15,12 +14,13 @@ from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import hash_key, same_hash
 from switchboard_shared.token_cache import TokenInvalidation, invalidate_tokens
 
+from .auth_throttle import AuthFailureThrottle
 from .client_ip import IPAddress, IPNetwork, in_any, parse_networks
+from .token_memory import LocalTokenCache
 
 ADMIN_KEY_SETTING = "admin_key_hash"
 _MISSING = b"-"  # cached marker for "no such key", so unknown keys don't reach the database each time
 _MISSING_TTL_SECONDS = 5.0
-_LOCAL_MAX_ENTRIES = 100_000
 
 
 class TokenRecord(BaseModel):
@@ -71,13 +71,17 @@ def bearer(authorization: str | None) -> str | None:
 
 
 class TokenAuthenticator:
-    """Validates client keys against the key-value cache, with the database behind it."""
+    """Validates client keys against the key-value cache, with the database behind it. Refused keys count
+    against the client's address (`throttle`); past its limit an address is refused before any lookup."""
 
-    def __init__(self, db: Database, backends: Backends, cache_seconds: float, local_seconds: float) -> None:
+    def __init__(
+        self, db: Database, backends: Backends, cache_seconds: float, local: LocalTokenCache[TokenRecord],
+        throttle: AuthFailureThrottle,
+    ) -> None:
         self._db, self._backends = db, backends
-        self._cache_seconds, self._local_seconds = cache_seconds, local_seconds
-        # key hash → (expiry, record or None for "no such key"): spares a Redis round trip per request.
-        self._local: dict[str, tuple[float, TokenRecord | None]] = {}
+        self._cache_seconds = cache_seconds
+        self._local = local  # spares a Redis round trip per request
+        self._throttle = throttle
 
     async def start(self) -> None:
         """Listen for invalidations, so changed tokens leave the in-process cache at once."""
@@ -93,33 +97,27 @@ class TokenAuthenticator:
         except ValidationError:
             return
         for key_hash in notice.key_hashes:
-            self._local.pop(key_hash, None)
+            self._local.drop(key_hash)
 
-    async def authenticate(self, authorization: str | None) -> TokenRecord:
-        """The usable token for a request's Authorization header, or a 401/429 error."""
+    async def authenticate(self, authorization: str | None, client: IPAddress | None) -> TokenRecord:
+        """The usable token for a request's Authorization header sent from `client`, or a 401/429 error."""
+        self._throttle.check(client)
         key = bearer(authorization)
         if key is None:
             raise OpenAIError(401, "Missing API key: send 'Authorization: Bearer sk-…'.", code="missing_api_key")
-        record = await self._lookup(hash_key(key))
-        if record is None:
-            raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")
-        if not record.enabled:
-            raise OpenAIError(401, "This API key is disabled.", code="api_key_disabled")
-        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
-            raise OpenAIError(401, "This API key has expired.", code="api_key_expired")
-        if record.token_quota is not None and record.used_tokens >= record.token_quota:
-            raise OpenAIError(429, "This API key has used up its token quota (token_quota).", code="insufficient_quota")
-        return record
+        try:
+            return _usable(await self._lookup(hash_key(key)))
+        except OpenAIError as exc:
+            if exc.status == 401:
+                self._throttle.failed(client)
+            raise
 
     async def _lookup(self, key_hash: str) -> TokenRecord | None:
-        now = time.monotonic()
-        entry = self._local.get(key_hash)
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        cached, record = self._local.get(key_hash)
+        if cached:
+            return record
         record = await self._shared_lookup(key_hash)
-        if len(self._local) >= _LOCAL_MAX_ENTRIES:
-            self._local.clear()  # crude but bounded; entries live seconds anyway
-        self._local[key_hash] = (now + self._local_seconds, record)
+        self._local.put(key_hash, record)
         return record
 
     async def _shared_lookup(self, key_hash: str) -> TokenRecord | None:
@@ -140,16 +138,31 @@ class TokenAuthenticator:
 
     async def forget(self, key_hash: str) -> None:
         """Drop a token's cached copies everywhere after an admin change."""
-        self._local.pop(key_hash, None)
+        self._local.drop(key_hash)
         await invalidate_tokens(self._backends, [key_hash])
 
 
-class AdminAuthenticator:
-    """The admin key: `SB_ADMIN_KEY`, else the hash `switchboard up` stored at first start."""
+def _usable(record: TokenRecord | None) -> TokenRecord:
+    """The record of a key that may be used now, else why not (401; 429 once its token quota is used up)."""
+    if record is None:
+        raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")
+    if not record.enabled:
+        raise OpenAIError(401, "This API key is disabled.", code="api_key_disabled")
+    if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+        raise OpenAIError(401, "This API key has expired.", code="api_key_expired")
+    if record.token_quota is not None and record.used_tokens >= record.token_quota:
+        raise OpenAIError(429, "This API key has used up its token quota (token_quota).", code="insufficient_quota")
+    return record
 
-    def __init__(self, db: Database, configured_key: str | None) -> None:
+
+class AdminAuthenticator:
+    """The admin key: `SB_ADMIN_KEY`, else the hash `switchboard up` stored at first start. Wrong keys
+    count against the client's address like wrong client keys (a chosen admin key may be guessable)."""
+
+    def __init__(self, db: Database, configured_key: str | None, throttle: AuthFailureThrottle) -> None:
         self._db = db
         self._hash = hash_key(configured_key) if configured_key else None
+        self._throttle = throttle
 
     async def load(self) -> None:
         """Read the stored admin key hash when none is configured."""
@@ -158,10 +171,13 @@ class AdminAuthenticator:
                 stored = await session.get(SystemSetting, ADMIN_KEY_SETTING)
             self._hash = stored.value if stored is not None else None
 
-    def check(self, authorization: str | None) -> None:
-        """Raise 401 unless the header carries the admin key."""
+    def check(self, authorization: str | None, client: IPAddress | None) -> None:
+        """Raise 401 unless the header carries the admin key (429 while `client` is throttled)."""
+        self._throttle.check(client)
         if self._hash is None:
             raise OpenAIError(401, "The admin API is disabled: set SB_ADMIN_KEY.", code="admin_disabled")
         key = bearer(authorization)
         if key is None or not same_hash(hash_key(key), self._hash):
+            if key is not None:
+                self._throttle.failed(client)
             raise OpenAIError(401, "Incorrect admin key.", code="invalid_admin_key")

@@ -11,6 +11,7 @@ from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
 from .auth import AdminAuthenticator, TokenAuthenticator
+from .auth_throttle import AuthFailureThrottle
 from .catalog import ModelCatalog
 from .client_ip import ClientAddresses
 from .dispatch import JobDispatcher
@@ -18,6 +19,7 @@ from .knowledge_events import JobEventStreams
 from .lost_jobs import LostJobBilling
 from .quota_reservation import QuotaReservations
 from .replies import ReplyRouter
+from .token_memory import LocalTokenCache
 
 
 class EdgeState:
@@ -32,8 +34,13 @@ class EdgeState:
             backends, self.router, settings.pickup_timeout_seconds, settings.reply_idle_timeout_seconds
         )
         self.catalog = ModelCatalog(db, backends)
-        self.tokens = TokenAuthenticator(db, backends, settings.token_cache_seconds, settings.token_local_cache_seconds)
-        self.admin = AdminAuthenticator(db, settings.admin_key)
+        # One throttle for client and admin keys: a guesser is counted once, whichever it tries.
+        self.auth_failures = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds)
+        self.tokens = TokenAuthenticator(
+            db, backends, settings.token_cache_seconds,
+            LocalTokenCache(settings.token_local_cache_entries, settings.token_local_cache_seconds), self.auth_failures,
+        )
+        self.admin = AdminAuthenticator(db, settings.admin_key, self.auth_failures)
         self.knowledge_events = JobEventStreams(
             db, settings.knowledge_events_poll_seconds, settings.knowledge_events_heartbeat_seconds,
             settings.knowledge_events_max_streams,

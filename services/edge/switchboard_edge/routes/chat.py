@@ -42,8 +42,8 @@ class ClientDisconnected(Exception):
 async def chat_completions(request: Request) -> Response:
     """OpenAI Chat Completions, streaming or not."""
     edge = edge_of(request)
-    token = await edge.tokens.authenticate(request.headers.get("authorization"))
     client_ip = edge.client_addresses.of(request.scope)
+    token = await edge.tokens.authenticate(request.headers.get("authorization"), client_ip)
     if not token.allows_ip(client_ip):
         raise OpenAIError(403, f"This API key may not be used from {client_ip or 'an unknown address'}.", code="ip_not_allowed")
     body = await json_object(request)

@@ -34,7 +34,8 @@ async def json_object(request: Request) -> dict[str, Any]:
 
 def require_admin(request: Request) -> None:
     """FastAPI dependency: 401 unless the admin key is presented."""
-    edge_of(request).admin.check(request.headers.get("authorization"))
+    edge = edge_of(request)
+    edge.admin.check(request.headers.get("authorization"), edge.client_addresses.of(request.scope))
 
 
 Row = TypeVar("Row")
