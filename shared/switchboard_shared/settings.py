@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         description="A stream whose answer has not begun after this long gets its headers and a `: ping` comment, "
         "then one per interval (proxies and clients with read timeouts would cut it otherwise).",
     )
+    channel_probe_timeout_seconds: float = Field(
+        3.0, gt=0, le=60,
+        description="Time limit of reading an upstream's facts when an admin saves a channel (a Dify app's /info and /parameters).",
+    )
     token_cache_seconds: float = 60.0
     token_local_cache_seconds: float = Field(
         2.0, description="How long an edge keeps a token record in process (changes are broadcast; this bounds a lost one)."

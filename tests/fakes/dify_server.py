@@ -35,6 +35,10 @@ Scripts (what an app answers; `add_app(script=...)` or `state.set_script(key, ..
 * a callable `f(body: dict) -> any of the above` (or raising `DifyError`), called with the
   request's JSON body, e.g. to answer with a tool-call text when the query offers tools.
 
+App facts (`GET /info`, `GET /parameters`) come from `add_app`; to misbehave, `add_app(info_answer=...)`
+or `parameters_answer=...` with a `RawAnswer(status, body, content_type)` (HTML, a JSON array, a 404
+with an array body, …) or `HANG` (nothing is answered until the client gives up).
+
 Wire format as Dify's: `data: <compact orjson>\\n\\n` records, pings `event: ping\\n\\n`; keys in
 Dify's order (`event, conversation_id, message_id, created_at, task_id, ...`); usage prices are
 strings in SSE and numbers in blocking bodies; blocking bodies are `json.dumps` (with spaces),
@@ -80,7 +84,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 __all__ = [
-    "AgentThought", "Conversation", "DifyError", "FakeApp", "FakeDifyState", "RecordedRequest",
+    "HANG", "AgentThought", "Conversation", "DifyError", "FakeApp", "FakeDifyState", "RawAnswer", "RecordedRequest",
     "Script", "StopRecord", "Turn", "UploadedFile", "Usage", "create_dify_app", "run_fake_dify",
 ]
 
@@ -183,6 +187,18 @@ class Script:
     file_quirk: bool = True
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """An answer given as it is (status, raw body, content type): to misbehave in odd ways."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+
+
+#: An app answer that never comes (see `FakeApp.info_answer`).
+HANG: Literal["hang"] = "hang"
+
 ScriptLike = Script | str | DifyError | list | Callable[[dict[str, Any]], Any] | None
 
 
@@ -198,6 +214,10 @@ class FakeApp:
     tags: list[str] = field(default_factory=list)
     author_name: str = "Tester"
     extra_parameters: dict[str, Any] = field(default_factory=dict)
+    #: Misbehaviour of `GET /info` / `GET /parameters`: a `RawAnswer` instead of the app's data, or
+    #: `HANG` (no answer until the client gives up or the server stops).
+    info_answer: RawAnswer | Literal["hang"] | None = None
+    parameters_answer: RawAnswer | Literal["hang"] | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     workflow_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -916,11 +936,15 @@ class _Api:
 
     async def info(self, request: Request) -> Response:
         app, _, _ = await self.begin(request)
+        if app.info_answer is not None:
+            return await _misbehave(request, app.info_answer)
         return _json({"name": app.name, "description": app.description, "tags": app.tags, "mode": app.mode,
                       "author_name": app.author_name})
 
     async def parameters(self, request: Request) -> Response:
         app, _, _ = await self.begin(request)
+        if app.parameters_answer is not None:
+            return await _misbehave(request, app.parameters_answer)
         off = {"enabled": False}
         return _json({"opening_statement": "", "suggested_questions": [], "suggested_questions_after_answer": off,
                       "speech_to_text": off, "text_to_speech": off, "retriever_resource": off,
@@ -956,6 +980,16 @@ class _Api:
                  "agent_thoughts": [], "message_files": [], "status": "normal", "error": None}
                 for t in conv.turns[-limit:]]
         return _json({"limit": limit, "has_more": len(conv.turns) > limit, "data": data})
+
+
+async def _misbehave(request: Request, answer: RawAnswer | Literal["hang"]) -> Response:
+    """`answer` as it is; `HANG` answers nothing until the client leaves (server shutdown cancels it)."""
+    if answer == HANG:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.05)
+        return Response(status_code=499)
+    assert isinstance(answer, RawAnswer)
+    return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
 
 def create_dify_app(state: FakeDifyState) -> Starlette:

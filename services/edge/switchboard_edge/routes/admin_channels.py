@@ -48,7 +48,10 @@ async def create_channel(request: Request) -> ChannelOut:
     channel = Channel(
         **{**data.model_dump(), "base_url": str(data.base_url).rstrip("/"), "api_key": edge.secrets.encrypt(data.api_key)}
     )
-    channel.info = await probe_channel(channel, data.api_key)
+    # Probed before the transaction: the upstream may take seconds.
+    channel.info = await probe_channel(
+        channel.type, channel.base_url, data.api_key, channel.models, timeout=edge.settings.channel_probe_timeout_seconds
+    )
     async with edge.db.session() as session, session.begin():
         session.add(channel)
     await edge.catalog.changed()
@@ -83,16 +86,41 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
     if "base_url" in changes:
         changes["base_url"] = str(changes["base_url"]).rstrip("/")
     new_key: str | None = changes.get("api_key")
+    probed = bool(changes.keys() & _PROBED_FIELDS)
+    if probed:
+        # Read what the probe needs and probe with no transaction open: the upstream may take
+        # seconds, and a database connection must not wait on it.
+        async with edge.db.session() as session:
+            current = await get_or_404(session, Channel, channel_id)
+            basis = _probe_basis(current)
+            key = new_key if new_key is not None else _stored_key(current, edge.secrets)
+            target = {field: changes.get(field, getattr(current, field)) for field in ("type", "base_url", "models")}
+        info = await probe_channel(
+            target["type"], target["base_url"], key, target["models"], timeout=edge.settings.channel_probe_timeout_seconds
+        )
     if new_key is not None:
         changes["api_key"] = edge.secrets.encrypt(new_key)
     async with edge.db.session() as session, session.begin():
         channel = await get_or_404(session, Channel, channel_id)
+        if probed and _probe_basis(channel) != basis:
+            raise OpenAIError(
+                409, "The channel was changed by someone else while it was being checked; retry.", code="channel_changed"
+            )
         for field, value in changes.items():
             setattr(channel, field, value)
-        if changes.keys() & {"type", "base_url", "api_key", "options"}:
-            channel.info = await probe_channel(channel, new_key if new_key is not None else _stored_key(channel, edge.secrets))
+        if probed:
+            channel.info = info
     await edge.catalog.changed()
     return channel_out(channel, edge.secrets)
+
+
+# A change of any of these may change what the upstream says about the channel.
+_PROBED_FIELDS = frozenset({"type", "base_url", "api_key", "options"})
+
+
+def _probe_basis(channel: Channel) -> tuple[object, ...]:
+    """What a probe's result depends on, to see whether the row changed while it ran."""
+    return channel.type, channel.base_url, channel.api_key, channel.options, channel.models
 
 
 def _stored_key(channel: Channel, secrets: SecretBox) -> str:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 
+from switchboard_shared.redaction import redact
+
 from .base import UpstreamError
+
+__all__ = ["RETRYABLE_STATUSES", "invalid_response", "parse_object", "redact", "status_for_client"]
 
 # Statuses worth trying on another channel: throttling and upstream trouble.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
-
-# A key as upstreams echo it masked ("sk-proj-****abcd", "app-***xyz"): hide what is left of it too.
-_MASKED_KEY = re.compile(r"[\w-]*\*{3,}[\w-]*")
 
 
 def status_for_client(upstream_status: int) -> int:
@@ -27,18 +27,6 @@ def status_for_client(upstream_status: int) -> int:
     if upstream_status >= 500:
         return 502
     return upstream_status
-
-
-def redact(message: str, secret: str) -> str:
-    """`message` without the channel's key, even partly (upstreams echo keys back, e.g. "sk-abc***xyz").
-
-    The one redaction of upstream text: every upstream message that reaches a client
-    or a log line passes through it (see JobRunner).
-    """
-    if secret and len(secret) >= 8:
-        for fragment in {secret, secret[:8], secret[-6:]}:
-            message = message.replace(fragment, "***")
-    return _MASKED_KEY.sub("***", message)
 
 
 def invalid_response(what: str) -> UpstreamError:
