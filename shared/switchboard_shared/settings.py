@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_URL = "memory://"
+#: Where an edge surface (docs, metrics) is served.
+Surface = Literal["api", "ops", "off"]
 
 
 class Settings(BaseSettings):
@@ -77,6 +80,16 @@ class Settings(BaseSettings):
     )
     auth_failure_window_seconds: float = Field(
         60.0, gt=0, description="The window of SB_AUTH_FAILURE_LIMIT, from an address's first refused key."
+    )
+    docs: Surface = Field(
+        "api", description="Where /docs and /openapi.json are served: `api` (the API port), `ops` (SB_OPS_PORT) or `off`."
+    )
+    metrics: Surface = Field("api", description="Where /metrics is served: `api`, `ops` (SB_OPS_PORT) or `off`.")
+    ops_port: int = Field(
+        0, ge=0, le=65535, description="Port of the edge's ops server (on SB_EDGE_HOST), for SB_DOCS/SB_METRICS=ops; 0 = none."
+    )
+    cors_origins: str = Field(
+        "", description="Comma list of browser origins allowed to call the edge (CORS), `*` for any; empty = no CORS."
     )
     trusted_proxies: str = Field(
         "", description="Comma list of proxy addresses/CIDRs whose X-Forwarded-For names the client; empty = none."
@@ -168,6 +181,20 @@ class Settings(BaseSettings):
                 "or the edge takes a quiet job for a dead worker"
             )
         return self
+
+    @model_validator(mode="after")
+    def _ops_surfaces_have_a_port(self) -> Settings:
+        on_ops = [name for name, where in (("SB_DOCS", self.docs), ("SB_METRICS", self.metrics)) if where == "ops"]
+        if on_ops and not self.ops_port:
+            raise ValueError(f"{' and '.join(on_ops)}=ops needs SB_OPS_PORT (the port of the ops server)")
+        if on_ops and self.ops_port == self.edge_port:
+            raise ValueError("SB_OPS_PORT must differ from SB_EDGE_PORT")
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The origins of `cors_origins`."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def families(self) -> list[str]:

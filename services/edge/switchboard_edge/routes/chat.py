@@ -20,8 +20,8 @@ from ..dispatch import JobDispatcher, ReplyStream
 from ..lost_jobs import LostJobBilling
 from ..quota_reservation import Admitted, QuotaReservations
 from ..replies import Frame
-from ..state import EdgeState
 from ..schemas.chat import ChatCompletionRequest
+from ..state import EdgeState
 from .deps import edge_of, json_object
 from .validation import parse
 

@@ -1,9 +1,8 @@
-"""/healthz, /readyz and /metrics."""
+"""/healthz and /readyz (/metrics is routes/ops.py: it may be served elsewhere)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from .deps import edge_of
@@ -24,8 +23,3 @@ async def readyz(request: Request) -> Response:
     ok = all(checks.values())
     return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
-
-@router.get("/metrics")
-async def metrics() -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
