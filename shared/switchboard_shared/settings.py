@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     )
 
     # Edge
-    admin_key: str | None = None
+    admin_key: str | None = Field(None, repr=False)  # never in a repr or a log line
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024

@@ -88,7 +88,7 @@ class ChannelCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     type: ChannelType
     base_url: HttpUrl
-    api_key: str = Field(min_length=1)
+    api_key: str = Field(min_length=1, repr=False)
     models: list[str] = Field(default_factory=list)
     priority: int = Field(0, ge=-INT32_MAX, le=INT32_MAX)
     weight: int = Field(1, ge=0, le=10_000)
@@ -103,7 +103,7 @@ class ChannelUpdate(StorableBody):
     name: str | None = Field(None, min_length=1, max_length=128)
     type: ChannelType | None = None
     base_url: HttpUrl | None = None
-    api_key: str | None = Field(None, min_length=1)
+    api_key: str | None = Field(None, min_length=1, repr=False)
     models: list[str] | None = None
     priority: int | None = Field(None, ge=-INT32_MAX, le=INT32_MAX)
     weight: int | None = Field(None, ge=0, le=10_000)
@@ -119,7 +119,7 @@ class ChannelOut(BaseModel):
     name: str
     type: str
     base_url: str
-    api_key: str = Field(description="Masked: never returned whole.")
+    api_key: str = Field(description="Masked: never returned whole.", repr=False)
     models: list[str]
     served_models: list[str]
     priority: int
@@ -198,7 +198,7 @@ class TokenOut(BaseModel):
 
 
 class TokenCreated(TokenOut):
-    key: str = Field(description="The key itself: shown once, only its hash is stored.")
+    key: str = Field(description="The key itself: shown once, only its hash is stored.", repr=False)
 
 
 # ---------------------------------------------------------------- prices and groups

@@ -22,7 +22,7 @@ def _clean_key(key: str) -> str:
 class TokenImport(TokenCreate):
     """A token with its existing key (every field of `POST /api/tokens`, plus `key`)."""
 
-    key: str = Field(min_length=_KEY_MIN, max_length=256, description="The key clients send as their bearer token.")
+    key: str = Field(min_length=_KEY_MIN, max_length=256, description="The key clients send as their bearer token.", repr=False)
 
     _key = field_validator("key")(_clean_key)
 
@@ -32,7 +32,7 @@ class TokenImportBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tokens: list[dict[str, Any]] = Field(max_length=IMPORT_BATCH_MAX)
+    tokens: list[dict[str, Any]] = Field(max_length=IMPORT_BATCH_MAX, repr=False)  # they hold the keys
     dry_run: bool = False
 
 

@@ -37,7 +37,7 @@ def _dataset_key(key: str | None) -> str | None:
 class TargetCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     base_url: HttpUrl
-    api_key: str = Field(min_length=9, max_length=512)
+    api_key: str = Field(min_length=9, max_length=512, repr=False)
     rate_limit_per_minute: int = Field(60, ge=1, le=_RATE_MAX, description="Dify calls per minute Switchboard stays below.")
 
     _url = field_validator("base_url")(_dify_base_url)
@@ -47,7 +47,7 @@ class TargetCreate(StorableBody):
 class TargetUpdate(StorableBody):
     name: str | None = Field(None, min_length=1, max_length=128)
     base_url: HttpUrl | None = None
-    api_key: str | None = Field(None, min_length=9, max_length=512)
+    api_key: str | None = Field(None, min_length=9, max_length=512, repr=False)
     rate_limit_per_minute: int | None = Field(None, ge=1, le=_RATE_MAX)
 
     _url = field_validator("base_url")(_dify_base_url)
@@ -58,7 +58,7 @@ class TargetOut(BaseModel):
     id: int
     name: str
     base_url: str
-    api_key: str = Field(description="Masked: never returned whole.")
+    api_key: str = Field(description="Masked: never returned whole.", repr=False)
     rate_limit_per_minute: int
     created_at: datetime
 
