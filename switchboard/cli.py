@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -15,17 +15,37 @@ from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
 from .secret_key import SecretKeyError, secret_box_for
+from .startup_checks import StartupRefusal, load_settings, require_shared_backends
 
 app = typer.Typer(no_args_is_help=True, help="Switchboard: one OpenAI-compatible API in front of Dify apps and LLM providers.")
 
 
+def _refuse(refusal: Exception) -> NoReturn:
+    """End the command with one line on stderr and exit status 2 (no traceback)."""
+    typer.echo(f"switchboard: {refusal}", err=True)
+    raise typer.Exit(2) from None
+
+
 def _settings(host: str | None = None, port: int | None = None) -> Settings:
+    """The settings of every command (environment, `.env`, then options), or one line on stderr and exit 2."""
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["edge_host"] = host
     if port is not None:
         overrides["edge_port"] = port
-    settings = Settings(**overrides)
+    try:
+        return load_settings(overrides, {"edge_host": "--host", "edge_port": "--port"})
+    except StartupRefusal as exc:
+        _refuse(exc)
+
+
+def _service_settings(command: str, host: str | None = None, port: int | None = None) -> Settings:
+    """`_settings()` for a service started alone: it must be on shared backends; logs go out as JSON."""
+    settings = _settings(host, port)
+    try:
+        require_shared_backends(settings, command)
+    except StartupRefusal as exc:
+        _refuse(exc)
     configure_logging(settings.log_level)
     return settings
 
@@ -35,8 +55,7 @@ def _secret_box(settings: Settings, *, generate: bool = False) -> SecretBox:
     try:
         return secret_box_for(settings, generate=generate)
     except SecretKeyError as exc:
-        typer.echo(f"switchboard: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _refuse(exc)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -56,6 +75,7 @@ PortOption = typer.Option(None, "--port", help="Edge listen port (default SB_EDG
 def up(host: str | None = HostOption, port: int | None = PortOption) -> None:
     """Run every service in this process (embedded backends unless SB_* URLs say otherwise)."""
     settings = _settings(host, port)
+    configure_logging(settings.log_level)
     secrets = _secret_box(settings, generate=True)
     from .runner import SERVICE_NAMES, run  # after the checks: a refusal should not wait for every import
 
@@ -65,7 +85,7 @@ def up(host: str | None = HostOption, port: int | None = PortOption) -> None:
 @app.command()
 def edge(host: str | None = HostOption, port: int | None = PortOption) -> None:
     """Run the edge (the public HTTP API) alone."""
-    settings = _settings(host, port)
+    settings = _service_settings("edge", host, port)
     secrets = _secret_box(settings)
     from .runner import run
 
@@ -75,7 +95,7 @@ def edge(host: str | None = HostOption, port: int | None = PortOption) -> None:
 @app.command("relay-worker")
 def relay_worker() -> None:
     """Run a relay worker alone (scale by running more)."""
-    settings = _settings()
+    settings = _service_settings("relay-worker")
     secrets = _secret_box(settings)
     from .runner import run
 
@@ -87,13 +107,13 @@ def accounting() -> None:
     """Run the accounting service alone."""
     from .runner import run
 
-    _run(run(["accounting"], _settings(), None))
+    _run(run(["accounting"], _service_settings("accounting"), None))
 
 
 @app.command()
 def knowledge() -> None:
     """Run the knowledge service (bulk ingestion into Dify datasets) alone."""
-    settings = _settings()
+    settings = _service_settings("knowledge")
     secrets = _secret_box(settings)
     from .runner import run
 
@@ -126,7 +146,7 @@ def ingest(
 
     if dry_run and not sync:
         raise typer.BadParameter("--dry-run previews a --sync; add --sync", param_hint="--dry-run")
-    settings = Settings()
+    settings = _settings()
     host = "127.0.0.1" if settings.edge_host in ("0.0.0.0", "::", "") else settings.edge_host
     options = IngestOptions(
         paths=paths, target=target, dataset=dataset, url=url or f"http://{host}:{settings.edge_port}",
@@ -153,6 +173,7 @@ def migrate() -> None:
     from .migrate import upgrade
 
     settings = _settings()
+    configure_logging(settings.log_level)
     box: SecretBox | None = None
     try:
         box = secret_box_for(settings, generate=True)
@@ -179,7 +200,7 @@ def _admin(url: str | None, admin_key: str | None) -> Iterator[Any]:
     """An admin API client; an API error ends the command with its message and exit status 1."""
     from .admin_client import AdminClient, AdminError, default_url
 
-    settings = Settings()
+    settings = _settings()
     try:
         with AdminClient(url or default_url(settings), admin_key or settings.admin_key) as client:
             yield client
