@@ -70,6 +70,7 @@ class Stack:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     base_url: str = ""
     admin_key: str = ADMIN_KEY
+    pg_admin_url: str = PG_ADMIN_URL  # the PostgreSQL server a distributed stack makes its database on
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-stack-")))
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _spawned: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)  # name → (args, env)
@@ -86,7 +87,7 @@ class Stack:
     def database_url(self) -> str:
         if self.mode == "embedded":
             return f"sqlite+aiosqlite:///{self.workdir / 'switchboard.db'}"
-        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        base = self.pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
         return f"{base}/{self.database_name}"
 
     @property
@@ -132,7 +133,7 @@ class Stack:
                 self.ready_urls["up"] = f"{self.base_url}/readyz"
                 self._wait_ready(f"{self.base_url}/readyz", "up")
             else:
-                asyncio.run(_create_database(self.database_name))
+                asyncio.run(_create_database(self.pg_admin_url, self.database_name))
                 self._run_once(["migrate"])
                 health = []
                 for _ in range(self.relay_workers):
@@ -170,7 +171,7 @@ class Stack:
         self._procs.clear()
         try:
             if self.mode == "distributed":
-                asyncio.run(_remove_distributed(self.database_name, self.queue_prefix, self.redis_prefix))
+                asyncio.run(_remove_distributed(self.pg_admin_url, self.database_name, self.queue_prefix, self.redis_prefix))
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)  # the SQLite database and the logs
 
@@ -303,17 +304,17 @@ class Stack:
             await asyncio.sleep(0.1)
 
 
-async def _create_database(name: str) -> None:
+async def _create_database(pg_admin_url: str, name: str) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(PG_ADMIN_URL)
+    conn = await asyncpg.connect(pg_admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 
 
-async def _remove_distributed(database: str, queue_prefix: str, redis_prefix: str) -> None:
+async def _remove_distributed(pg_admin_url: str, database: str, queue_prefix: str, redis_prefix: str) -> None:
     import asyncpg
     from redis.asyncio import Redis
 
@@ -321,7 +322,7 @@ async def _remove_distributed(database: str, queue_prefix: str, redis_prefix: st
     from switchboard_shared.bus.rabbitmq import RabbitBus
     from switchboard_shared.channel_types import CHANNEL_FAMILIES
 
-    conn = await asyncpg.connect(PG_ADMIN_URL)
+    conn = await asyncpg.connect(pg_admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     finally:

@@ -7,18 +7,16 @@ uses the same formula with estimates to reserve.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlalchemy import select
 
 from .db import DEFAULT_GROUP, DEFAULT_PRICE_MODEL, Database, Group, Price
+from .last_good_copy import LastGoodCopy
 from .money import ZERO, to_money
 
 _MILLION = Decimal(1_000_000)
-_MAX_AGE_SECONDS = 30.0  # reload at least this often even without a version bump (a safety net)
 
 
 @dataclass(frozen=True)
@@ -51,49 +49,49 @@ def match_price(prices: dict[str, ModelPrice], model: str) -> ModelPrice:
     return best[1] if best is not None else FREE
 
 
+@dataclass
+class _PriceTables:
+    """One load of the prices and groups, with the model → price matches memoised for it."""
+
+    prices: dict[str, ModelPrice] = field(default_factory=dict)
+    multipliers: dict[str, Decimal] = field(default_factory=lambda: {DEFAULT_GROUP: Decimal(1)})
+    matched: dict[str, ModelPrice] = field(default_factory=dict)
+
+
 class PriceBook:
-    """The prices and groups tables, as one process sees them."""
+    """The prices and groups tables, as one process sees them (the last good copy while the database is away)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._prices: dict[str, ModelPrice] = {}
-        self._multipliers: dict[str, Decimal] = {DEFAULT_GROUP: Decimal(1)}
-        self._matched: dict[str, ModelPrice] = {}  # model → its price, memoised between reloads
-        self._version = -1
-        self._loaded_at = 0.0
-        self._lock = asyncio.Lock()
+        self._copy: LastGoodCopy[_PriceTables] = LastGoodCopy("prices", self._read)
+        self._tables = _PriceTables()
 
     async def refresh(self, min_version: int) -> None:
         """Reload if the configuration is newer than our copy (or our copy is old)."""
-        if min_version > self._version or time.monotonic() - self._loaded_at > _MAX_AGE_SECONDS:
-            async with self._lock:
-                if min_version > self._version or time.monotonic() - self._loaded_at > _MAX_AGE_SECONDS:
-                    await self._load(min_version)
+        self._tables = await self._copy.get(min_version)
 
-    async def _load(self, version: int) -> None:
+    async def _read(self) -> _PriceTables:
         async with self._db.session() as session:
             prices = (await session.scalars(select(Price))).all()
             groups = (await session.scalars(select(Group))).all()
-        self._prices = {
-            p.model: ModelPrice(p.input_per_million, p.output_per_million, p.per_call) for p in prices
-        }
-        self._multipliers = {DEFAULT_GROUP: Decimal(1), **{g.name: g.multiplier for g in groups}}
-        self._matched = {}
-        self._version = max(self._version, version)
-        self._loaded_at = time.monotonic()
+        return _PriceTables(
+            prices={p.model: ModelPrice(p.input_per_million, p.output_per_million, p.per_call) for p in prices},
+            multipliers={DEFAULT_GROUP: Decimal(1), **{g.name: g.multiplier for g in groups}},
+        )
 
     def price(self, model: str) -> ModelPrice:
         """The price that applies to `model`."""
-        found = self._matched.get(model)
+        tables = self._tables
+        found = tables.matched.get(model)
         if found is None:
-            found = match_price(self._prices, model)
-            if len(self._matched) < 10_000:  # model names come from clients: bound the memo
-                self._matched[model] = found
+            found = match_price(tables.prices, model)
+            if len(tables.matched) < 10_000:  # model names come from clients: bound the memo
+                tables.matched[model] = found
         return found
 
     def multiplier(self, group: str | None) -> Decimal:
         """The group's multiplier (1 for the default group or one that no longer exists)."""
-        return self._multipliers.get(group or DEFAULT_GROUP, Decimal(1))
+        return self._tables.multipliers.get(group or DEFAULT_GROUP, Decimal(1))
 
     def cost(self, model: str, group: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
         """What a call of `model` by a key of `group` with these token counts costs."""

@@ -135,3 +135,59 @@ class PrivateRedis:
 
     def remove(self) -> None:
         self.stop()
+
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/usr/bin"))
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own (initdb + pg_ctl in a temporary folder) on a free port, trust auth.
+
+    PostgreSQL refuses to run as root, so when the tests run as root the cluster is owned by and run
+    as the `postgres` system user.
+    """
+
+    port: int = field(default_factory=free_port)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-pg-")))
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def _data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def running(self) -> bool:
+        return (self._data / "postmaster.pid").exists()
+
+    def _run(self, *args: str) -> None:
+        command = [str(PG_BIN / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Create the cluster on first use, start it, wait until it accepts connections; seconds taken."""
+        started = time.monotonic()
+        if not self._data.exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.root, "postgres", "postgres")
+            self._run("initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "--no-sync")
+        self._run(
+            "pg_ctl", "-D", str(self._data), "-l", str(self.root / "server.log"), "-w", "-t", str(int(timeout)),
+            "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+        )
+        wait_until(lambda: port_open(self.port), timeout, f"PostgreSQL on port {self.port}")
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        """Stop the server at once (open connections are cut, as when a database host goes away)."""
+        if self.running:
+            self._run("pg_ctl", "-D", str(self._data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

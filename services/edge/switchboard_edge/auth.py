@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,15 +14,20 @@ from switchboard_shared.backends import Backends
 from switchboard_shared.db import DEFAULT_GROUP, Database, SystemSetting, Token
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import hash_key, same_hash
+from switchboard_shared.outages import unavailable_backend
 from switchboard_shared.token_cache import TokenInvalidation, invalidate_tokens
 
 from .auth_throttle import AuthFailureThrottle
 from .client_ip import IPAddress, IPNetwork, in_any, parse_networks
 from .token_memory import LocalTokenCache
 
+log = logging.getLogger(__name__)
+
 ADMIN_KEY_SETTING = "admin_key_hash"
 _MISSING = b"-"  # cached marker for "no such key", so unknown keys don't reach the database each time
 _MISSING_TTL_SECONDS = 5.0
+#: How long the shared cache keeps a token's last good copy, to serve it while the database is away.
+_LAST_GOOD_SECONDS = 24 * 3600.0
 
 
 class TokenRecord(BaseModel):
@@ -59,6 +66,14 @@ class TokenRecord(BaseModel):
         if self._networks is None:
             self._networks = parse_networks(self.allowed_ips)
         return in_any(address, self._networks)
+
+
+class CachedToken(BaseModel):
+    """A token record in the shared cache: fresh until `fresh_until` (epoch seconds), the last good
+    copy after that, used only while the database cannot be read."""
+
+    record: TokenRecord
+    fresh_until: float
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -122,18 +137,26 @@ class TokenAuthenticator:
 
     async def _shared_lookup(self, key_hash: str) -> TokenRecord | None:
         cache_key = self._backends.token_cache_key(key_hash)
-        cached = await self._backends.kv.get(cache_key)
-        if cached == _MISSING:
+        raw = await self._backends.kv.get(cache_key)
+        if raw == _MISSING:
             return None
-        if cached is not None:
-            return TokenRecord.model_validate_json(cached)
-        async with self._db.session() as session:
-            token = await session.scalar(select(Token).where(Token.key_hash == key_hash))
+        cached = _parse_cached(raw)
+        if cached is not None and cached.fresh_until > time.time():
+            return cached.record
+        try:
+            async with self._db.session() as session:
+                token = await session.scalar(select(Token).where(Token.key_hash == key_hash))
+        except Exception as exc:
+            if cached is None or unavailable_backend(exc) is None:
+                raise
+            log.warning("database unavailable: a token's last good copy serves", extra={"token_id": cached.record.id})
+            return cached.record
         if token is None:
             await self._backends.kv.set(cache_key, _MISSING, _MISSING_TTL_SECONDS)
             return None
         record = TokenRecord.model_validate(token)
-        await self._backends.kv.set(cache_key, record.model_dump_json().encode(), self._cache_seconds)
+        entry = CachedToken(record=record, fresh_until=time.time() + self._cache_seconds)
+        await self._backends.kv.set(cache_key, entry.model_dump_json().encode(), max(_LAST_GOOD_SECONDS, self._cache_seconds))
         return record
 
     async def forget(self, key_hash: str) -> None:
@@ -153,6 +176,16 @@ def _usable(record: TokenRecord | None) -> TokenRecord:
     if record.token_quota is not None and record.used_tokens >= record.token_quota:
         raise OpenAIError(429, "This API key has used up its token quota (token_quota).", code="insufficient_quota")
     return record
+
+
+def _parse_cached(raw: bytes | None) -> CachedToken | None:
+    """A shared-cache entry, or None for none (or one in a shape this version does not know)."""
+    if raw is None:
+        return None
+    try:
+        return CachedToken.model_validate_json(raw)
+    except ValidationError:
+        return None
 
 
 class AdminAuthenticator:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from switchboard_shared.backends import Backends
 from switchboard_shared.channel_types import family_of, served_models
 from switchboard_shared.db import Channel, Database
+from switchboard_shared.outages import unavailable_backend
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,20 @@ class ModelCatalog:
         self._families, self._owners, self.version = families, owners, version
 
     async def _poll(self) -> None:
+        """Follow the version; while a backend is away the catalog in hand serves (said once, not every second)."""
+        away: str | None = None
         while True:
             await asyncio.sleep(self._poll_seconds)
             try:
                 current = int(await self._backends.kv.get(self._backends.config_version_key()) or 0)
                 if current != self.version:
                     await self.reload()
-            except Exception:
-                log.exception("catalog refresh failed")
+            except Exception as exc:
+                backend = unavailable_backend(exc)
+                if backend is None:
+                    log.exception("catalog refresh failed")
+                elif backend != away:
+                    log.warning("catalog refresh failed: serving the last good copy", extra={"backend": backend})
+                away = backend
+            else:
+                away = None

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 from sqlalchemy import select
 
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel, Database
+from switchboard_shared.last_good_copy import LastGoodCopy
 from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from .channels.base import ChannelConfig
 
 log = logging.getLogger(__name__)
 
-# Reload at least this often even without a version bump (a safety net).
-_MAX_AGE_SECONDS = 30.0
+ChannelsByModel = dict[str, list[ChannelConfig]]
 
 
 class ChannelDirectory:
     """Enabled channels by model name.
 
     Jobs carry the configuration version the edge saw; a newer one than ours
-    means an admin changed channels, so we reload before choosing. Keys are
+    means an admin changed channels, so we reload before choosing. While the
+    database is away the last good copy serves (`LastGoodCopy`). Keys are
     decrypted here, once per load; a channel whose key this process cannot
     decrypt (another SB_SECRET_KEY) is left out, and logged, so the others serve.
     """
@@ -32,47 +31,37 @@ class ChannelDirectory:
     def __init__(self, db: Database, secrets: SecretBox) -> None:
         self._db = db
         self._secrets = secrets
-        self._by_model: dict[str, list[ChannelConfig]] = {}
-        self._version = -1
-        self._loaded_at = 0.0
-        self._lock = asyncio.Lock()
+        self._copy: LastGoodCopy[ChannelsByModel] = LastGoodCopy("channels", self._read)
 
     async def channels_for(self, model: str, min_version: int) -> list[ChannelConfig]:
         """Enabled channels serving `model`, fresh as of `min_version`."""
-        if min_version > self._version or time.monotonic() - self._loaded_at > _MAX_AGE_SECONDS:
-            await self._reload(min_version)
-        return self._by_model.get(model, [])
+        return (await self._copy.get(min_version)).get(model, [])
 
-    async def _reload(self, version: int) -> None:
-        async with self._lock:
-            if version <= self._version and time.monotonic() - self._loaded_at <= _MAX_AGE_SECONDS:
-                return  # another job reloaded while we waited
-            async with self._db.session() as session:
-                rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)))).all()
-            by_model: dict[str, list[ChannelConfig]] = {}
-            for row in rows:
-                try:
-                    api_key = self._secrets.decrypt(row.api_key)
-                except SecretDecryptError:
-                    log.error(
-                        "channel skipped: its api_key cannot be decrypted with this SB_SECRET_KEY",
-                        extra={"channel_id": row.id},
-                    )
-                    continue
-                config = ChannelConfig(
-                    id=row.id,
-                    name=row.name,
-                    type=row.type,
-                    base_url=row.base_url,
-                    api_key=api_key,
-                    models=tuple(row.models or ()),
-                    options=dict(row.options or {}),
-                    info=dict(row.info or {}),
-                    priority=row.priority,
-                    weight=row.weight,
+    async def _read(self) -> ChannelsByModel:
+        async with self._db.session() as session:
+            rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)))).all()
+        by_model: ChannelsByModel = {}
+        for row in rows:
+            try:
+                api_key = self._secrets.decrypt(row.api_key)
+            except SecretDecryptError:
+                log.error(
+                    "channel skipped: its api_key cannot be decrypted with this SB_SECRET_KEY",
+                    extra={"channel_id": row.id},
                 )
-                for model in served_models(config.models, config.info):
-                    by_model.setdefault(model, []).append(config)
-            self._by_model = by_model
-            self._version = max(self._version, version)
-            self._loaded_at = time.monotonic()
+                continue
+            config = ChannelConfig(
+                id=row.id,
+                name=row.name,
+                type=row.type,
+                base_url=row.base_url,
+                api_key=api_key,
+                models=tuple(row.models or ()),
+                options=dict(row.options or {}),
+                info=dict(row.info or {}),
+                priority=row.priority,
+                weight=row.weight,
+            )
+            for model in served_models(config.models, config.info):
+                by_model.setdefault(model, []).append(config)
+        return by_model
