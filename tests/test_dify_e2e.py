@@ -194,9 +194,11 @@ async def chat(client: openai.AsyncOpenAI, model: str, messages: list[dict[str, 
 
 async def raw_sse(stack: Stack, key: str, body: dict[str, Any]) -> tuple[httpx.Response, list[bytes]]:
     """A streamed call with raw httpx: the response and its SSE records (`data: …`), byte for byte."""
-    async with httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT) as http:
-        async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
-            raw = await response.aread()
+    async with (
+        httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT) as http,
+        http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response,
+    ):
+        raw = await response.aread()
     return response, [record for record in raw.split(b"\n\n") if record]
 
 
@@ -548,6 +550,31 @@ async def test_dify_http_errors(stack: Stack, token: dict[str, Any], new_app: Ca
     assert revoked.value.body["message"] == "Access token is invalid"
 
 
+
+async def test_a_bare_401_or_403_from_dify_moves_on_to_the_next_channel(
+    stack: Stack, token: dict[str, Any], dify: tuple[str, FakeDifyState]
+) -> None:
+    """A refused app key without Dify's error code (a proxy in front of Dify, say) is that channel's problem:
+    the call goes on to the next channel, as with Dify's own `unauthorized`."""
+    base_url, state = dify
+    suffix = uuid.uuid4().hex[:12]
+    model = f"dify-failover-{suffix}"
+    apps = []
+    for priority, status in ((10, 401), (5, 403), (0, None)):
+        key = f"app-{status or 'ok'}-{suffix}"
+        state.add_app(key, "chat", f"{key} bot", script=DifyError(status, "", "Unauthorized") if status else None)
+        channel = stack.add_channel(
+            name=f"dify-{key}", type="dify", base_url=base_url, api_key=key, models=[model], priority=priority
+        )
+        apps.append(DifyApp(key, model, channel, state))
+    question = unique("anyone there")
+    async with async_client(stack, token["key"]) as client:
+        completion, _ = await chat(client, model, [user(question)])
+        streamed, _ = await stream_chat(client, model, [user(question)])
+    assert completion.choices[0].message.content == f"Echo: {question}"
+    assert streamed.content == f"Echo: {question}"
+    assert [len(app.bodies()) for app in apps] == [2, 2, 2], "each channel tried once per call, in priority order"
+
 async def test_error_event_after_content_ends_the_stream_with_an_error_chunk(
     stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]
 ) -> None:
@@ -769,6 +796,22 @@ async def test_unsupported_image_type_is_refused_before_dify(stack: Stack, token
             assert caught.value.code == "unsupported_image_type" and "image/bmp" in caught.value.body["message"]
     assert [r.path for r in app.requests() if r.path not in ("/v1/info", "/v1/parameters")] == []
 
+
+
+async def test_a_file_name_with_control_characters_is_refused_before_dify(
+    stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]
+) -> None:
+    """The name becomes a header of the upload: a 400 naming the problem, never a 500."""
+    app = new_app("chat")
+    pdf = "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4 fake").decode()
+    async with async_client(stack, token["key"]) as client:
+        for name in ("a\nb.pdf", "a\rb.pdf", "\x00.pdf"):
+            content = [{"type": "text", "text": "read"}, {"type": "file", "file": {"file_data": pdf, "filename": name}}]
+            for stream in (False, True):
+                with pytest.raises(openai.BadRequestError) as caught:
+                    await client.chat.completions.create(model=app.model, messages=[{"role": "user", "content": content}], stream=stream)
+                assert caught.value.code == "invalid_file" and "control characters" in caught.value.body["message"]
+    assert [r.path for r in app.requests() if r.path not in ("/v1/info", "/v1/parameters")] == []
 
 # ---------------------------------------------------------------- 7. tool-call emulation
 

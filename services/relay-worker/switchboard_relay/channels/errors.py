@@ -29,6 +29,15 @@ def status_for_client(upstream_status: int) -> int:
     return upstream_status
 
 
+def worth_another_channel(upstream_status: int) -> bool:
+    """Whether an upstream HTTP failure may succeed on another channel.
+
+    Throttling and upstream trouble, and a refused channel key (401/403, with or
+    without an error code): that key is this channel's problem, another channel has its own.
+    """
+    return upstream_status in RETRYABLE_STATUSES or upstream_status in (401, 403)
+
+
 def invalid_response(what: str) -> UpstreamError:
     """The upstream answered something that is not its API (wrong JSON type, not JSON): a clean 502."""
     return UpstreamError(502, f"the upstream sent an invalid response ({what})", code="upstream_invalid_response", retryable=True)

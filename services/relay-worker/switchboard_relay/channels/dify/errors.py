@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from ..base import UpstreamError
-from ..errors import RETRYABLE_STATUSES, status_for_client
+from ..errors import status_for_client, worth_another_channel
 from ..upstream_http import UpstreamResponse
 
 # code → (status for the client, worth trying another channel)
@@ -41,7 +41,7 @@ def dify_error(code: str | None, message: str, http_status: int | None = None) -
         status, retryable = 429, True  # Dify's app concurrency limit arrives as a ValueError
     if status is None:
         upstream = http_status or 502
-        status, retryable = status_for_client(upstream), upstream in RETRYABLE_STATUSES
+        status, retryable = status_for_client(upstream), worth_another_channel(upstream)
     if code in ("not_chat_app", "not_workflow_app"):
         message = f"{message} (the channel's app_mode does not match the Dify app)"
     return UpstreamError(status, message or "Dify returned an error", code=f"dify_{code}" if code else "dify_error", retryable=bool(retryable))

@@ -94,7 +94,10 @@ def _document(file: dict[str, Any]) -> PendingFile:
         raise UpstreamError(400, f"Dify does not accept files of type '{mime}'.", code="unsupported_file_type", param="messages")
     kind = "image" if mime in IMAGE_TYPES else "document"
     extension = IMAGE_TYPES.get(mime) or DOCUMENT_TYPES[mime]
-    return PendingFile(kind, data=data, mime=mime, filename=file.get("filename") or f"file.{extension}")
+    filename = file.get("filename") or f"file.{extension}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in filename):  # it becomes a multipart header of the upload
+        raise UpstreamError(400, "file.filename must not contain control characters.", code="invalid_file", param="messages")
+    return PendingFile(kind, data=data, mime=mime, filename=filename)
 
 
 def _decode_data_url(url: str) -> tuple[str, bytes]:

@@ -17,7 +17,7 @@ from ..base import (
     UpstreamEvent,
     upstream_model,
 )
-from ..errors import RETRYABLE_STATUSES, invalid_response, parse_object, status_for_client
+from ..errors import invalid_response, parse_object, status_for_client, worth_another_channel
 from ..sse import iter_sse_data
 from ..upstream_http import UpstreamResponse
 from .answer import StreamToolCalls, text_or_none, tool_calls_of, usage_of
@@ -148,5 +148,5 @@ async def _http_error(response: UpstreamResponse) -> UpstreamError:
     error = _error_of(parsed.get("error") if isinstance(parsed, dict) else None, f"upstream returned HTTP {response.status}", status_for_client(response.status))
     if response.status in (401, 403):
         error.message = f"the upstream refused this channel's credentials (HTTP {response.status})"
-    error.retryable = response.status in RETRYABLE_STATUSES or response.status in (401, 403)
+    error.retryable = worth_another_channel(response.status)
     return error
