@@ -82,15 +82,20 @@ class Backends:
                 await self._redis.aclose()
 
 
-# Connections one process opens to Redis at most; beyond that, calls wait (up to the timeout) for a free one.
-_REDIS_MAX_CONNECTIONS = 128
+# Connections one process opens to Redis at least; beyond its pool, calls wait (up to the timeout) for a free one.
+_REDIS_MIN_CONNECTIONS = 128
 _REDIS_POOL_TIMEOUT_SECONDS = 10.0
 
 
-def redis_client(url: str) -> Redis:
+def redis_pool_size(settings: Settings) -> int:
+    """Connections for one process: a worker's jobs may each flush frames at once, plus room for the rest."""
+    return max(_REDIS_MIN_CONNECTIONS, 2 * settings.relay_concurrency + 32)
+
+
+def redis_client(url: str, max_connections: int = _REDIS_MIN_CONNECTIONS) -> Redis:
     """A Redis client whose pool is bounded and waits for a free connection instead of failing."""
     return Redis(connection_pool=BlockingConnectionPool.from_url(
-        url, max_connections=_REDIS_MAX_CONNECTIONS, timeout=_REDIS_POOL_TIMEOUT_SECONDS))
+        url, max_connections=max_connections, timeout=_REDIS_POOL_TIMEOUT_SECONDS))
 
 
 def backends_from_settings(settings: Settings) -> Backends:
@@ -103,7 +108,7 @@ def backends_from_settings(settings: Settings) -> Backends:
         rate_limiter: RateLimiter = MemoryRateLimiter()
         ledger: Ledger = MemoryLedger(**ttls)
     elif settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        redis = redis_client(settings.redis_url)
+        redis = redis_client(settings.redis_url, redis_pool_size(settings))
         pubsub, kv = RedisPubSub(redis), RedisKeyValue(redis)
         rate_limiter = RedisRateLimiter(redis, settings.redis_prefix + "ratelimit:")
         ledger = RedisLedger(redis, settings.redis_prefix, **ttls)
