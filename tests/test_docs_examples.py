@@ -53,7 +53,7 @@ DIFY_APP_KEY = "app-docs-" + uuid.uuid4().hex[:8]
 KNOWLEDGE_KEY = "dataset-docs-" + uuid.uuid4().hex[:8]  # the docs say dataset-demo: one tenant of the shared fake
 
 #: (text in the docs, what it becomes). The last client key an example printed (`"key": "sk-…"` in
-#: a POST /api/tokens answer) is what a reader pastes for `api_key="sk-…"` in Python.
+#: a POST /api/tokens answer) is what a reader pastes for `api_key="sk-…"` (Python) or `Bearer sk-…` (curl).
 SUBSTITUTIONS: list[tuple[str, str]] = [
     ("http://127.0.0.1:8080", "{edge}"),
     ("https://api.openai.com/v1", "{openai}"),
@@ -63,6 +63,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     ('"api_key": "app-…"', f'"api_key": "{DIFY_APP_KEY}"'),
     ("dataset-demo", KNOWLEDGE_KEY),
     ('api_key="sk-…"', 'api_key="{client_key}"'),
+    ('"Authorization: Bearer sk-…"', '"Authorization: Bearer {client_key}"'),
 ]
 
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w.+-]*)\s*$")
@@ -213,7 +214,7 @@ def test_every_example_is_found_and_unrun_ones_say_why() -> None:
     """The extraction sees the blocks it must run, and each skipped block gives a reason."""
     every = [e for path in DOCUMENTS for e in examples(path)]
     code = [e for e in every if e.lang in SHELL | PYTHON]
-    assert {e.path.name for e in code if e.runnable} >= {"README.md", "billing.md", "dify.md", "knowledge.md"}
+    assert {e.path.name for e in code if e.runnable} >= {"README.md", "billing.md", "dify.md", "knowledge.md", "quickstart.zh.md"}
     assert any(e.lang in PYTHON and e.runnable for e in code), "the README's Python example must run"
     for e in every:
         assert e.not_run is None or len(e.not_run) >= 10, f"{e.where}: a not-run marker needs a reason"
