@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
 from sqlalchemy import select
+
+from switchboard_shared.channel_options import options_for
 
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel
@@ -11,6 +16,7 @@ from switchboard_shared.errors import OpenAIError
 from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from ..channel_probe import probe_channel
+from ..errors import validation_error
 from ..schemas.admin import ChannelCreate, ChannelOut, ChannelUpdate
 from .deps import edge_of, get_or_404, json_object, require_admin
 from .validation import parse
@@ -45,6 +51,7 @@ async def create_channel(request: Request) -> ChannelOut:
     """Add a channel."""
     edge = edge_of(request)
     data = parse(ChannelCreate, await json_object(request))
+    data.options = checked_options(data.type, data.options)
     channel = Channel(
         **{**data.model_dump(), "base_url": str(data.base_url).rstrip("/"), "api_key": edge.secrets.encrypt(data.api_key)}
     )
@@ -106,12 +113,26 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             raise OpenAIError(
                 409, "The channel was changed by someone else while it was being checked; retry.", code="channel_changed"
             )
+        if changes.keys() & {"type", "options"}:
+            changes["options"] = checked_options(changes.get("type", channel.type), changes.get("options", channel.options))
         for field, value in changes.items():
             setattr(channel, field, value)
         if probed:
             channel.info = info
     await edge.catalog.changed()
     return channel_out(channel, edge.secrets)
+
+
+def checked_options(channel_type: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """`options` as the kind's options model accepts them (only the names given), or a 400 naming the bad one."""
+    try:
+        parsed = options_for(channel_type, options)
+    except ValidationError as exc:
+        error = validation_error(exc)
+        param = f"options.{error.param}" if error.param else "options"
+        message = error.message.replace(f"(at '{error.param}')", f"(at '{param}')")
+        raise OpenAIError(400, message, code="invalid_channel_options", param=param) from None
+    return parsed.model_dump(mode="json", exclude_unset=True)
 
 
 # A change of any of these may change what the upstream says about the channel.
