@@ -257,6 +257,11 @@ class Stack:
         self._spawn(name, args, **env)
         self._wait_ready(health_url, name)
 
+    def secret_key(self) -> str:
+        """The SB_SECRET_KEY the processes share: the one given them, or (embedded) the file `switchboard up` made."""
+        given = self._env.get("SB_SECRET_KEY")
+        return given if given else (self.workdir / "secret.key").read_text().strip()
+
     def admin(self) -> httpx.Client:
         """An HTTP client for the admin API."""
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=30)
