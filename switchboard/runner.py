@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ from .encrypt_legacy import encrypt_legacy_secrets
 from .migrate import upgrade
 
 SERVICE_NAMES = ("accounting", "relay-worker", "knowledge", "edge")
+
+log = logging.getLogger("switchboard.runner")
 
 
 async def run(
@@ -70,10 +73,12 @@ async def run(
         if "edge" in names:
             assert secrets is not None
             services.append(EdgeService(settings, backends, db, secrets))
-        await run_until_signalled(services)
+        clean = await run_until_signalled(services)
     finally:
         await backends.close()
         await db.close()
+    if clean:
+        log.info("shutdown complete", extra={"services": list(names)})
 
 
 async def ensure_admin_key(db: Database) -> None:

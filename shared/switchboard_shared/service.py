@@ -103,13 +103,19 @@ class HealthService:
         return await self._of.ready()
 
 
-async def run_until_signalled(services: Sequence[Service]) -> None:
-    """Start services in order, wait for SIGINT/SIGTERM, stop them in reverse order."""
+async def run_until_signalled(services: Sequence[Service]) -> bool:
+    """Start services in order, wait for SIGINT/SIGTERM, stop them in reverse order.
+
+    True when a signal stopped them and every one stopped cleanly (the caller then says so, once
+    it has closed what they shared).
+    """
     stop = asyncio.Event()
+    received: list[str] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig.name), stop.set()))
     started: list[Service] = []
+    clean = True
     try:
         for service in services:
             await service.start()
@@ -118,9 +124,12 @@ async def run_until_signalled(services: Sequence[Service]) -> None:
         gc.freeze()
         log.info("running", extra={"services": [s.name for s in services]})
         await stop.wait()
+        log.info("stopping", extra={"signal": received[0], "services": [s.name for s in reversed(started)]})
     finally:
         for service in reversed(started):
             try:
                 await service.stop()
             except Exception:
+                clean = False
                 log.exception("stopping failed", extra={"service": service.name})
+    return clean

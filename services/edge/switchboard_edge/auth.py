@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from sqlalchemy import select
@@ -114,14 +115,23 @@ class TokenAuthenticator:
         for key_hash in notice.key_hashes:
             self._local.drop(key_hash)
 
-    async def authenticate(self, authorization: str | None, client: IPAddress | None) -> TokenRecord:
-        """The usable token for a request's Authorization header sent from `client`, or a 401/429 error."""
+    async def authenticate(
+        self, authorization: str | None, client: IPAddress | None, log_state: dict[str, Any] | None = None
+    ) -> TokenRecord:
+        """The usable token for a request's Authorization header sent from `client`, or a 401/429 error.
+
+        `log_state` is where the request's access log line reads its fields (the ASGI scope's `state`):
+        the token id goes there as soon as the key is found, so a refused key's line names it too.
+        """
         self._throttle.check(client)
         key = bearer(authorization)
         if key is None:
             raise OpenAIError(401, "Missing API key: send 'Authorization: Bearer sk-…'.", code="missing_api_key")
         try:
-            return _usable(await self._lookup(hash_key(key)))
+            record = await self._lookup(hash_key(key))
+            if record is not None and log_state is not None:
+                log_state["token_id"] = record.id
+            return _usable(record)
         except OpenAIError as exc:
             if exc.status == 401:
                 self._throttle.failed(client)

@@ -51,7 +51,7 @@ async def _key_token(request: Request) -> Token:
     """The token of the request's client key (refused like any call: bad, disabled, expired key; wrong address)."""
     edge = edge_of(request)
     client_ip = edge.client_addresses.of(request.scope)
-    record = await edge.tokens.authenticate(request.headers.get("authorization"), client_ip)
+    record = await edge.tokens.authenticate(request.headers.get("authorization"), client_ip, request.scope["state"])
     if not record.allows_ip(client_ip):
         raise OpenAIError(403, f"This API key may not be used from {client_ip or 'an unknown address'}.", code="ip_not_allowed")
     async with edge.db.session() as session:

@@ -43,7 +43,7 @@ async def chat_completions(request: Request) -> Response:
     """OpenAI Chat Completions, streaming or not."""
     edge = edge_of(request)
     client_ip = edge.client_addresses.of(request.scope)
-    token = await edge.tokens.authenticate(request.headers.get("authorization"), client_ip)
+    token = await edge.tokens.authenticate(request.headers.get("authorization"), client_ip, request.scope["state"])
     if not token.allows_ip(client_ip):
         raise OpenAIError(403, f"This API key may not be used from {client_ip or 'an unknown address'}.", code="ip_not_allowed")
     body = await json_object(request)
@@ -54,8 +54,8 @@ async def chat_completions(request: Request) -> Response:
         raise OpenAIError(404, f"The model '{chat.model}' does not exist or is not enabled.", code="model_not_found", param="model")
     if not token.allows(chat.model):
         raise OpenAIError(403, f"This API key may not use the model '{chat.model}'.", code="model_not_allowed", param="model")
-    state = request.scope["state"]
-    state["model"], state["token_id"] = chat.model, token.id
+    state = request.scope["state"]  # token_id is there already (authenticate)
+    state["model"] = chat.model
 
     admitted = await edge.reservations.admit(token, state["request_id"], body, chat.model, edge.catalog.version)
     job = ChatJob(

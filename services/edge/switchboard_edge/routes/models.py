@@ -20,7 +20,9 @@ _CREATED = 1700000000
 async def list_models(request: Request) -> Response:
     """OpenAI's model list, filtered by the key's allowed models."""
     edge = edge_of(request)
-    token = await edge.tokens.authenticate(request.headers.get("authorization"), edge.client_addresses.of(request.scope))
+    token = await edge.tokens.authenticate(
+        request.headers.get("authorization"), edge.client_addresses.of(request.scope), request.scope["state"]
+    )
     data = [
         {"id": model, "object": "model", "created": _CREATED, "owned_by": owner}
         for model, owner in edge.catalog.models()
@@ -33,7 +35,9 @@ async def list_models(request: Request) -> Response:
 async def get_model(model_id: str, request: Request) -> Response:
     """One model, or 404."""
     edge = edge_of(request)
-    token = await edge.tokens.authenticate(request.headers.get("authorization"), edge.client_addresses.of(request.scope))
+    token = await edge.tokens.authenticate(
+        request.headers.get("authorization"), edge.client_addresses.of(request.scope), request.scope["state"]
+    )
     for model, owner in edge.catalog.models():
         if model == model_id and token.allows(model):
             return Response(
