@@ -75,6 +75,16 @@ STATUS_LINE = re.compile(r"^SB-DOC-STATUS (\d{3})$", re.MULTILINE)
 # Every curl call reports its status on stderr (curl ≥ 7.63), so a refused call cannot pass unseen.
 SHELL_PRELUDE = "curl() { command curl --write-out '%{stderr}\\nSB-DOC-STATUS %{http_code}\\n' \"$@\"; }\n"
 BLOCK_TIMEOUT = 120.0
+#: What would point uv at another environment than the project's own `.venv`.
+_FOREIGN_ENVIRONMENT = ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+
+
+def _with_uv_on_path(env: dict[str, str]) -> dict[str, str]:
+    """`env` where `uv` is the uv running this suite (`uv run` sets UV), even when only `python -m uv` works."""
+    uv = os.environ.get("UV")
+    if uv:
+        env["PATH"] = f"{Path(uv).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 @dataclass
@@ -176,7 +186,7 @@ class Reader:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SB_")}
         port = self.stack.base_url.rsplit(":", 1)[1]
         env.update(ADMIN=self.stack.admin_key, SB_ADMIN_KEY=self.stack.admin_key, SB_EDGE_HOST="127.0.0.1", SB_EDGE_PORT=port)
-        return env
+        return _with_uv_on_path(env)
 
     def run(self, example: Example) -> subprocess.CompletedProcess[str]:
         text = self.prepare(example)
@@ -287,7 +297,7 @@ def test_the_run_command_installs_the_product_only_and_the_test_command_the_tool
         project = Path(tmp)
         _project_copy(project)
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SB_", "UV_", "VIRTUAL_ENV"))}
+        env = _with_uv_on_path({k: v for k, v in os.environ.items() if not k.startswith("SB_") and k not in _FOREIGN_ENVIRONMENT})
         # Offline: everything the product needs is in uv's cache once this suite's env exists.
         env.update(SB_EDGE_PORT=str(port), SB_ADMIN_KEY=ADMIN_KEY, UV_OFFLINE="1", PYTHONUNBUFFERED="1")
         log = project / "up.log"
