@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         "entries of their own, so a flood of random keys cannot push out the records of real ones.",
     )
     auth_failure_limit: int = Field(
-        20, ge=0,
+        20, ge=0, le=1_000_000,
         description="Refused API or admin keys one client address may send per window before it gets 429 "
         "(without any lookup) for the rest of the window; 0 = no limit.",
     )

@@ -10,6 +10,7 @@ from .cors import add_cors
 from .error_boundary import ErrorBoundary
 from .errors import install_error_handlers
 from .middleware import EdgeMiddleware
+from .openapi_bodies import install_openapi
 from .routes import (
     admin_channels,
     admin_groups,
@@ -35,6 +36,7 @@ def create_app(edge: EdgeState) -> FastAPI:
     # FastAPI's own docs routes are off: routes/ops.py serves them where SB_DOCS says.
     app = FastAPI(title="Switchboard", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.edge = edge
+    install_openapi(app)
     install_error_handlers(app)
     routers = (chat, models, billing_dashboard, health, admin_channels, admin_tokens, admin_prices, admin_groups, admin_usage,
                admin_import, admin_knowledge_targets, admin_knowledge_jobs, admin_knowledge_events)

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from switchboard_shared.channel_options import options_for
-
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel
 from switchboard_shared.errors import OpenAIError
@@ -17,6 +16,7 @@ from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from ..channel_probe import probe_channel
 from ..errors import validation_error
+from ..openapi_bodies import json_body
 from ..schemas.admin import ChannelCreate, ChannelOut, ChannelUpdate
 from .deps import edge_of, get_or_404, json_object, require_admin
 from .validation import parse
@@ -46,7 +46,7 @@ def channel_out(channel: Channel, secrets: SecretBox) -> ChannelOut:
     )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=json_body(ChannelCreate))
 async def create_channel(request: Request) -> ChannelOut:
     """Add a channel."""
     edge = edge_of(request)
@@ -82,7 +82,7 @@ async def get_channel(channel_id: int, request: Request) -> ChannelOut:
         return channel_out(await get_or_404(session, Channel, channel_id), edge.secrets)
 
 
-@router.patch("/{channel_id}")
+@router.patch("/{channel_id}", openapi_extra=json_body(ChannelUpdate))
 async def update_channel(channel_id: int, request: Request) -> ChannelOut:
     """Change some fields of a channel."""
     edge = edge_of(request)

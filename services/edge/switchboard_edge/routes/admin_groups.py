@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from switchboard_shared.db import DEFAULT_GROUP, Group, Token
 from switchboard_shared.errors import OpenAIError
 
+from ..openapi_bodies import json_body
 from ..schemas.admin import GroupOut, GroupSet
 from .deps import edge_of, json_object, require_admin
 from .validation import parse
@@ -19,7 +20,7 @@ def group_out(group: Group) -> GroupOut:
     return GroupOut(name=group.name, multiplier=group.multiplier, created_at=group.created_at)
 
 
-@router.post("")
+@router.post("", openapi_extra=json_body(GroupSet))
 async def set_group(request: Request, response: Response) -> GroupOut:
     """Create a group or change its multiplier: 201 when new, 200 when changed."""
     edge = edge_of(request)

@@ -15,6 +15,7 @@ from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import hash_key, key_hint
 from switchboard_shared.token_cache import invalidate_tokens
 
+from ..openapi_bodies import json_body
 from ..schemas.admin import TokenCreate
 from ..schemas.imports import TokenImport, TokenImportBatch, TokenImportResult
 from ..state import EdgeState
@@ -25,7 +26,7 @@ from .validation import parse
 router = APIRouter(prefix="/api/import", dependencies=[Depends(require_admin)])
 
 
-@router.post("/tokens")
+@router.post("/tokens", openapi_extra=json_body(TokenImportBatch))
 async def import_tokens(request: Request) -> dict[str, object]:
     """Create the tokens whose keys are new; with `dry_run`, only say what would happen."""
     edge = edge_of(request)

@@ -32,6 +32,7 @@ from switchboard_shared.knowledge.work import publish_job_work
 
 from ..knowledge_datasets import resolve_dataset
 from ..knowledge_intake import UploadedFile, store_job
+from ..openapi_bodies import json_body
 from ..schemas.knowledge import JobCreate
 from ..state import EdgeState
 from .deps import edge_of, get_or_404, json_object, require_admin
@@ -42,6 +43,15 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/knowledge/jobs", dependencies=[Depends(require_admin)])
 
 _MAX_FILES = 10_000
+#: The multipart form of a job: its fields as a JSON `data` part, and files under any other name.
+_MULTIPART_JOB = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "The job's fields (as in the JSON body) as a JSON object."},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "The documents."},
+    },
+}
 
 
 async def _job_request(request: Request, edge: EdgeState) -> tuple[JobCreate, list[UploadedFile]]:
@@ -93,7 +103,7 @@ async def _progress(edge: EdgeState, job_id: int) -> JobProgress:
     return progress
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, openapi_extra=json_body(JobCreate, multipart=_MULTIPART_JOB))
 async def create_job(request: Request) -> JSONResponse:
     """Accept a job: check it, resolve its dataset, store it, publish its work; 202 with its progress."""
     edge = edge_of(request)

@@ -13,6 +13,7 @@ from switchboard_shared.knowledge.dify_dataset_client import DifyDatasetClient, 
 from switchboard_shared.secret_box import SecretBox
 
 from ..knowledge_datasets import DIFY_ADMIN_TIMEOUT_SECONDS, target_key
+from ..openapi_bodies import json_body
 from ..schemas.knowledge import TargetCreate, TargetOut, TargetUpdate
 from .deps import edge_of, get_or_404, json_object, require_admin
 from .validation import parse
@@ -48,7 +49,7 @@ def _duplicate_name(name: str) -> OpenAIError:
     return OpenAIError(409, f"A knowledge target named {name!r} exists already.", code="duplicate_target", param="name")
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=json_body(TargetCreate))
 async def create_target(request: Request) -> TargetOut:
     """Add a target."""
     edge = edge_of(request)
@@ -83,7 +84,7 @@ async def get_target(target_id: int, request: Request) -> TargetOut:
         return target_out(await get_or_404(session, KnowledgeTarget, target_id), edge.secrets)
 
 
-@router.patch("/{target_id}")
+@router.patch("/{target_id}", openapi_extra=json_body(TargetUpdate))
 async def update_target(target_id: int, request: Request) -> TargetOut:
     """Change some fields of a target (a new key or URL is checked with Dify first)."""
     edge = edge_of(request)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from switchboard_shared.db import DEFAULT_PRICE_MODEL, Price
 from switchboard_shared.errors import OpenAIError
 
+from ..openapi_bodies import json_body
 from ..schemas.admin import PriceBody, PriceOut, PriceSet
 from ..state import EdgeState
 from .deps import edge_of, json_object, require_admin
@@ -37,14 +38,14 @@ async def _upsert(edge: EdgeState, model: str, body: PriceBody, response: Respon
     return price_out(price)
 
 
-@router.post("")
+@router.post("", openapi_extra=json_body(PriceSet))
 async def set_price(request: Request, response: Response) -> PriceOut:
     """Upsert by model (a name or a `prefix*` pattern): 201 when new, 200 when replaced."""
     data = parse(PriceSet, await json_object(request))
     return await _upsert(edge_of(request), data.model, data, response)
 
 
-@router.put("/default")
+@router.put("/default", openapi_extra=json_body(PriceBody))
 async def set_default_price(request: Request, response: Response) -> PriceOut:
     """The price of every model no other price matches (stored as the pattern `*`)."""
     data = parse(PriceBody, await json_object(request))

@@ -15,6 +15,7 @@ from switchboard_shared.keys import generate_key, hash_key, key_hint
 from switchboard_shared.ledger import from_ledger_units
 from switchboard_shared.money import ZERO
 
+from ..openapi_bodies import json_body
 from ..schemas.admin import TokenCreate, TokenCreated, TokenOut, TokenUpdate
 from ..state import EdgeState
 from .deps import edge_of, get_or_404, json_object, require_admin
@@ -65,7 +66,7 @@ def new_token(edge: EdgeState, data: TokenCreate, key: str) -> Token:
     return Token(**fields, key_hash=hash_key(key), key_hint=key_hint(key), spent=ZERO, spent_total=ZERO)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=json_body(TokenCreate))
 async def create_token(request: Request) -> TokenCreated:
     """Issue a key; the response is the only place it ever appears."""
     edge = edge_of(request)
@@ -96,7 +97,7 @@ async def get_token(token_id: int, request: Request) -> TokenOut:
     return await token_out(edge, token)
 
 
-@router.patch("/{token_id}")
+@router.patch("/{token_id}", openapi_extra=json_body(TokenUpdate))
 async def update_token(token_id: int, request: Request) -> TokenOut:
     """Change some fields; `null` clears a limit (`quota`, `models`, `allowed_ips`, `rpm`, …: unlimited)."""
     edge = edge_of(request)

@@ -18,6 +18,7 @@ from switchboard_shared.keys import hash_key
 from ..auth import TokenRecord
 from ..dispatch import JobDispatcher, ReplyStream
 from ..lost_jobs import LostJobBilling
+from ..openapi_bodies import json_body
 from ..quota_reservation import Admitted, QuotaReservations
 from ..replies import Frame
 from ..schemas.chat import ChatCompletionRequest
@@ -38,7 +39,7 @@ class ClientDisconnected(Exception):
     """The client went away before the answer was ready."""
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     """OpenAI Chat Completions, streaming or not."""
     edge = edge_of(request)

@@ -13,7 +13,7 @@ from switchboard_shared.db import DEFAULT_GROUP
 from switchboard_shared.money import MONEY_PLACES, to_money
 
 from ..client_ip import parse_networks
-from .fields import INT32_MAX, INT64_MAX, Moment, StorableBody
+from .fields import INT32_MAX, INT64_MAX, Moment, StorableBody, UpstreamKey
 
 ChannelType = Literal["openai", "dify"]
 assert set(ChannelType.__args__) == set(CHANNEL_FAMILIES)  # type: ignore[attr-defined]
@@ -88,7 +88,7 @@ class ChannelCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     type: ChannelType
     base_url: HttpUrl
-    api_key: str = Field(min_length=1, repr=False)
+    api_key: UpstreamKey = Field(min_length=1, repr=False)
     models: list[str] = Field(default_factory=list)
     priority: int = Field(0, ge=-INT32_MAX, le=INT32_MAX)
     weight: int = Field(1, ge=0, le=10_000)
@@ -103,7 +103,7 @@ class ChannelUpdate(StorableBody):
     name: str | None = Field(None, min_length=1, max_length=128)
     type: ChannelType | None = None
     base_url: HttpUrl | None = None
-    api_key: str | None = Field(None, min_length=1, repr=False)
+    api_key: UpstreamKey | None = Field(None, min_length=1, repr=False)
     models: list[str] | None = None
     priority: int | None = Field(None, ge=-INT32_MAX, le=INT32_MAX)
     weight: int | None = Field(None, ge=0, le=10_000)

@@ -7,10 +7,11 @@ from deep inside a route; checking it here, once, names the field instead.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -57,3 +58,17 @@ def utc_moment(moment: datetime) -> datetime:
 
 #: An aware UTC date-time that every backend can store.
 Moment = Annotated[datetime, AfterValidator(utc_moment)]
+
+
+_HEADER_SAFE = "^[!-~]+$"
+
+
+def _header_safe(key: str) -> str:
+    if not re.fullmatch(_HEADER_SAFE, key):
+        raise ValueError("must be visible ASCII characters only, without spaces: it is sent in an HTTP header")
+    return key
+
+
+#: An upstream credential: sent as an HTTP header value (`Authorization: Bearer …`), which cannot carry
+#: non-ASCII characters, spaces or line breaks; refused here rather than failing every call (or the probe) later.
+UpstreamKey = Annotated[str, AfterValidator(_header_safe), Field(json_schema_extra={"pattern": _HEADER_SAFE})]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 from switchboard_shared.db.knowledge import DOCUMENT_NAME_MAX
 from switchboard_shared.knowledge.options import DocForm, IndexingTechnique, MetadataValue, ProcessRule
 
-from .fields import INT64_MAX, StorableBody
+from .fields import INT64_MAX, StorableBody, UpstreamKey
 
 _BASE_URL_MAX = 512  # knowledge_targets.base_url
 _DATASET_NAME_MAX = 40  # Dify's limit
@@ -37,7 +37,7 @@ def _dataset_key(key: str | None) -> str | None:
 class TargetCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     base_url: HttpUrl
-    api_key: str = Field(min_length=9, max_length=512, repr=False)
+    api_key: UpstreamKey = Field(min_length=9, max_length=512, repr=False)
     rate_limit_per_minute: int = Field(60, ge=1, le=_RATE_MAX, description="Dify calls per minute Switchboard stays below.")
 
     _url = field_validator("base_url")(_dify_base_url)
@@ -47,7 +47,7 @@ class TargetCreate(StorableBody):
 class TargetUpdate(StorableBody):
     name: str | None = Field(None, min_length=1, max_length=128)
     base_url: HttpUrl | None = None
-    api_key: str | None = Field(None, min_length=9, max_length=512, repr=False)
+    api_key: UpstreamKey | None = Field(None, min_length=9, max_length=512, repr=False)
     rate_limit_per_minute: int | None = Field(None, ge=1, le=_RATE_MAX)
 
     _url = field_validator("base_url")(_dify_base_url)
