@@ -34,11 +34,15 @@ class PubSub(ABC):
 
     @abstractmethod
     async def subscribe(self, channel: str, handler: Handler) -> None:
-        """Call `handler` for each message on `channel`; returns once the subscription is live."""
+        """Call `handler` for each message on `channel`; returns once the subscription is live.
+
+        One handler per channel: subscribing again replaces it. A handler that raises is logged;
+        the error never reaches the publisher and later messages are still delivered.
+        """
 
     @abstractmethod
     async def unsubscribe(self, channel: str) -> None:
-        """Stop delivering `channel`."""
+        """Stop delivering `channel` (to its handler); other channels are not affected."""
 
     @abstractmethod
     async def ping(self) -> bool:

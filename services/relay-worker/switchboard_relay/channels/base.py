@@ -99,10 +99,6 @@ class RelayContext:
     idle_timeout_seconds: float
     secrets: SecretBox  # derives per-key pseudonyms (e.g. Dify end users) from SB_SECRET_KEY
 
-    def key(self, *parts: str) -> str:
-        """A key-value key under the deployment's prefix."""
-        return self.key_prefix + ":".join(parts)
-
 
 class ChannelAdaptor(ABC):
     """One upstream kind (`openai`, `dify`, …)."""
