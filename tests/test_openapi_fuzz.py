@@ -23,7 +23,7 @@ from harness.stack import Stack
 from tests.helpers import TIMEOUT, assert_openai_error
 
 #: Examples per operation: enough to reach every field's validation, small enough for ~40 s in all.
-EXAMPLES = 30
+EXAMPLES = 20
 #: Bodies the document must describe: (method, path) → the schema component their JSON body refers to.
 BODIES = {
     ("post", "/v1/chat/completions"): "ChatCompletionRequest",
