@@ -3,24 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
+from switchboard_shared.listen import PortUnavailable
 from switchboard_shared.logging import configure_logging
 from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
+from .instance import Instance, announcement, inspect_instance
 from .secret_key import SecretKeyError, secret_box_for
-from .startup_checks import StartupRefusal, load_settings, require_shared_backends
+from .startup_checks import (
+    SERVICE_NAMES,
+    StartupRefusal,
+    listen_targets,
+    load_settings,
+    require_free_ports,
+    require_shared_backends,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Switchboard: one OpenAI-compatible API in front of Dify apps and LLM providers.")
 
 
-def _refuse(refusal: Exception) -> NoReturn:
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"switchboard {package_version('switchboard')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Switchboard: one OpenAI-compatible API in front of Dify apps and LLM providers."""
+
+
+def _refuse(refusal: Exception | str) -> NoReturn:
     """End the command with one line on stderr and exit status 2 (no traceback)."""
     typer.echo(f"switchboard: {refusal}", err=True)
     raise typer.Exit(2) from None
@@ -39,11 +64,17 @@ def _settings(host: str | None = None, port: int | None = None) -> Settings:
         _refuse(exc)
 
 
-def _service_settings(command: str, host: str | None = None, port: int | None = None) -> Settings:
-    """`_settings()` for a service started alone: it must be on shared backends; logs go out as JSON."""
+def _start_settings(command: str, names: Sequence[str], host: str | None = None, port: int | None = None) -> Settings:
+    """`_settings()` for a command that runs `names`: each port they listen on free and, unless it is `up`,
+    shared backends (a service alone on in-process ones is a system of its own); then logs go out as JSON.
+
+    Checked before anything is created, so a refused start leaves no database, admin key or secret file.
+    """
     settings = _settings(host, port)
     try:
-        require_shared_backends(settings, command)
+        if command != "up":
+            require_shared_backends(settings, command)
+        require_free_ports(listen_targets(settings, names))
     except StartupRefusal as exc:
         _refuse(exc)
     configure_logging(settings.log_level)
@@ -58,13 +89,27 @@ def _secret_box(settings: Settings, *, generate: bool = False) -> SecretBox:
         _refuse(exc)
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def _instance(settings: Settings) -> Instance:
+    """What `settings.database_url` holds (see instance.py), or one line and exit 2 if it cannot be opened."""
     try:
-        import uvloop
+        return asyncio.run(inspect_instance(settings))
+    except (OSError, SQLAlchemyError) as exc:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+        _refuse(f"cannot open the database {where} (SB_DATABASE_URL): {reason}")
 
-        uvloop.run(main)
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(main)
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the services until a signal; a port taken since the check ends it with one line (the services stopped)."""
+    try:
+        try:
+            import uvloop
+
+            uvloop.run(main)
+        except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+            asyncio.run(main)
+    except PortUnavailable as exc:
+        _refuse(exc)
 
 
 HostOption = typer.Option(None, "--host", help="Edge listen address (default SB_EDGE_HOST or 127.0.0.1).")
@@ -74,10 +119,10 @@ PortOption = typer.Option(None, "--port", help="Edge listen port (default SB_EDG
 @app.command()
 def up(host: str | None = HostOption, port: int | None = PortOption) -> None:
     """Run every service in this process (embedded backends unless SB_* URLs say otherwise)."""
-    settings = _settings(host, port)
-    configure_logging(settings.log_level)
+    settings = _start_settings("up", SERVICE_NAMES, host, port)
+    typer.echo(announcement(_instance(settings), settings))  # before the secret file is made: it would look like data
     secrets = _secret_box(settings, generate=True)
-    from .runner import SERVICE_NAMES, run  # after the checks: a refusal should not wait for every import
+    from .runner import run  # after the checks: a refusal should not wait for every import
 
     _run(run(SERVICE_NAMES, settings, secrets, migrate=True, bootstrap_admin=True))
 
@@ -85,7 +130,7 @@ def up(host: str | None = HostOption, port: int | None = PortOption) -> None:
 @app.command()
 def edge(host: str | None = HostOption, port: int | None = PortOption) -> None:
     """Run the edge (the public HTTP API) alone."""
-    settings = _service_settings("edge", host, port)
+    settings = _start_settings("edge", ["edge"], host, port)
     secrets = _secret_box(settings)
     from .runner import run
 
@@ -95,7 +140,7 @@ def edge(host: str | None = HostOption, port: int | None = PortOption) -> None:
 @app.command("relay-worker")
 def relay_worker() -> None:
     """Run a relay worker alone (scale by running more)."""
-    settings = _service_settings("relay-worker")
+    settings = _start_settings("relay-worker", ["relay-worker"])
     secrets = _secret_box(settings)
     from .runner import run
 
@@ -107,13 +152,13 @@ def accounting() -> None:
     """Run the accounting service alone."""
     from .runner import run
 
-    _run(run(["accounting"], _service_settings("accounting"), None))
+    _run(run(["accounting"], _start_settings("accounting", ["accounting"]), None))
 
 
 @app.command()
 def knowledge() -> None:
     """Run the knowledge service (bulk ingestion into Dify datasets) alone."""
-    settings = _service_settings("knowledge")
+    settings = _start_settings("knowledge", ["knowledge"])
     secrets = _secret_box(settings)
     from .runner import run
 
@@ -315,6 +360,40 @@ def token_rotate(token_id: int = TokenIdArgument, as_json: bool = JsonOption, ur
 
     with _admin(url, admin_key) as client:
         rotate(client, token_id, as_json)
+
+
+admin_key_app = typer.Typer(no_args_is_help=True, help="The admin key kept in the database (when SB_ADMIN_KEY is unset).")
+app.add_typer(admin_key_app, name="admin-key")
+
+
+@admin_key_app.command("reset")
+def admin_key_reset() -> None:
+    """Replace a lost admin key: prints a new one once; the old one stops working when Switchboard restarts.
+
+    Works on the database itself (SB_DATABASE_URL; run it where `switchboard up` runs), not over the API.
+    """
+    from switchboard_shared.db import Database
+
+    from .admin_key import print_key, reset_admin_key
+
+    settings = _settings()
+    if settings.admin_key:
+        _refuse("SB_ADMIN_KEY is set, so it is the admin key and the stored one is not used: change SB_ADMIN_KEY instead")
+    instance = _instance(settings)
+    if instance.new:
+        _refuse(f"no Switchboard database at {instance.database} (SB_DATABASE_URL), so no admin key to reset: run this "
+                "where `switchboard up` runs (the same directory, or the same SB_DATABASE_URL)")
+
+    async def reset() -> str:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            return await reset_admin_key(db)
+        finally:
+            await db.close()
+
+    key = asyncio.run(reset())
+    print_key("New Switchboard admin key (shown only this once; the old one stops working when Switchboard restarts):", key)
+    typer.echo(f"Database: {instance.database}. Restart Switchboard (`switchboard up`, or every `switchboard edge`) to use it.")
 
 
 import_app = typer.Typer(no_args_is_help=True, help="Bring channels and keys over from another gateway.")

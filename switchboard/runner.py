@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Sequence
 
-from sqlalchemy import select
-
 from switchboard_accounting.consumer import AccountingService
-from switchboard_edge.auth import ADMIN_KEY_SETTING
 from switchboard_edge.service import EdgeService
 from switchboard_knowledge.service import KnowledgeService
 from switchboard_relay.worker import RelayWorker
 from switchboard_shared.backends import backends_from_settings
-from switchboard_shared.db import Database, SystemSetting
-from switchboard_shared.keys import generate_key, hash_key
+from switchboard_shared.db import Database
 from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.service import HealthService, Service, run_until_signalled
 from switchboard_shared.settings import Settings
 
+from .admin_key import ensure_admin_key
 from .encrypt_legacy import encrypt_legacy_secrets
 from .migrate import upgrade
-
-SERVICE_NAMES = ("accounting", "relay-worker", "knowledge", "edge")
 
 log = logging.getLogger("switchboard.runner")
 
@@ -79,17 +73,3 @@ async def run(
         await db.close()
     if clean:
         log.info("shutdown complete", extra={"services": list(names)})
-
-
-async def ensure_admin_key(db: Database) -> None:
-    """First start without SB_ADMIN_KEY: generate one, store its hash, print it once."""
-    async with db.session() as session, session.begin():
-        if await session.scalar(select(SystemSetting).where(SystemSetting.name == ADMIN_KEY_SETTING)) is not None:
-            return
-        key = generate_key("sk-admin-")
-        session.add(SystemSetting(name=ADMIN_KEY_SETTING, value=hash_key(key)))
-    print(
-        f"\nSwitchboard admin key (shown only this once; set SB_ADMIN_KEY to choose your own):\n\n    {key}\n",
-        file=sys.stdout,
-        flush=True,
-    )

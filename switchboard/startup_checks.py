@@ -6,15 +6,17 @@ setting (or option) and what to do, never a secret, and the CLI exits 2 on it.
 
 from __future__ import annotations
 
-import errno
-import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from switchboard_shared.listen import port_problem
 from switchboard_shared.settings import EMBEDDED_URL, Settings
+
+#: Every service, in the order a process starts them (consumers first, the public HTTP surface last).
+SERVICE_NAMES = ("accounting", "relay-worker", "knowledge", "edge")
 
 # Settings whose values are never quoted back: they are keys, or URLs that may carry a password.
 _NEVER_QUOTED = {"admin_key", "secret_key", "database_url", "amqp_url", "redis_url"}
@@ -119,10 +121,12 @@ def require_shared_backends(settings: Settings, command: str) -> None:
 
 
 def listen_targets(settings: Settings, names: Iterable[str]) -> list[tuple[str, str, int]]:
-    """(what, host, port) of every port the services `names` will listen on."""
+    """(setting, host, port) of every port the services `names` will listen on."""
     names = set(names)
+    ops = settings.ops_port if "ops" in (settings.docs, settings.metrics) else 0
     ports = [
         ("edge", "SB_EDGE_PORT", settings.edge_port),
+        ("edge", "SB_OPS_PORT", ops),
         ("relay-worker", "SB_RELAY_HEALTH_PORT", settings.relay_health_port),
         ("accounting", "SB_ACCOUNTING_HEALTH_PORT", settings.accounting_health_port),
         ("knowledge", "SB_KNOWLEDGE_HEALTH_PORT", settings.knowledge_health_port),
@@ -131,44 +135,17 @@ def listen_targets(settings: Settings, names: Iterable[str]) -> list[tuple[str, 
 
 
 def require_free_ports(targets: Iterable[tuple[str, str, int]]) -> None:
-    """Refuse when a port cannot be listened on (taken, not this machine's address, privileged).
+    """Refuse when a port cannot be listened on (taken, not this machine's address, privileged) or is used twice.
 
-    Checked before anything starts (no database, key or secret is created for a process that
-    cannot serve). Binding uses SO_REUSEADDR as the server does, so a port in TIME_WAIT is free.
+    Checked before anything starts, so no database, admin key or secret file is created by a
+    process that could not serve. (A port taken in the moment between this check and the server's
+    start is refused by the server itself, `PortUnavailable`, and the services stop again.)
     """
-    seen: set[tuple[str, int]] = set()
+    seen: dict[tuple[str, int], str] = {}
     for setting, host, port in targets:
         if (host, port) in seen:
-            raise StartupRefusal(f"{setting}={port} is also used by another Switchboard setting: give each its own port")
-        seen.add((host, port))
-        problem = bind_problem(host, port)
+            raise StartupRefusal(f"{setting} and {seen[host, port]} are both {port}: give each its own port")
+        seen[host, port] = setting
+        problem = port_problem(host, port, setting=setting)
         if problem is not None:
-            raise StartupRefusal(f"cannot listen on {host}:{port} ({setting}): {problem}")
-
-
-def bind_problem(host: str, port: int) -> str | None:
-    """Why `host:port` cannot be listened on now, or None if it can."""
-    try:
-        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return f"{host!r} is not an address or a host name this machine can resolve (SB_EDGE_HOST / --host)"
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio's server binds it
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                return _bind_reason(exc, port)
-    return None
-
-
-def _bind_reason(exc: OSError, port: int) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return "the port is already in use (another Switchboard or program listens there): stop it or choose another port"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "that address is not one of this machine's (SB_EDGE_HOST / --host)"
-    if exc.errno == errno.EACCES:
-        return f"permission denied (port {port} needs privileges): choose a port above 1023"
-    return exc.strerror or str(exc)
+            raise StartupRefusal(problem)

@@ -2,8 +2,8 @@
 token, and a clean shutdown that says it completed.
 
 The process is an embedded stack of its own (the test stops it with SIGTERM). The harness sends its
-stdout and stderr to one log file; with `SB_ADMIN_KEY` set nothing is printed on stdout, so the file
-is the process's stderr.
+stdout and stderr to one log file; with `SB_ADMIN_KEY` set stdout carries only the notices for people
+that `up` prints at start (`Switchboard: …`, where the data is), so every other line is the process's stderr.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _lines(text: str) -> list[dict[str, Any]]:
     """Every line as a JSON object (a line that is not one fails the test)."""
     out = []
     for line in text.splitlines():
-        if not line.strip() or line.startswith("--- "):
+        if not line.strip() or line.startswith(("--- ", "Switchboard: ")):
             continue
         entry = json.loads(line)
         assert isinstance(entry, dict) and {"ts", "level", "logger", "msg"} <= entry.keys(), line

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .listen import bind_listeners
+
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +52,12 @@ class HttpServer:
         self._serving: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bind and serve; raises if the server cannot start (e.g. the port is taken)."""
-        self._serving = asyncio.create_task(self._server.serve(), name="http")
+        """Bind and serve; raises `PortUnavailable` if the port cannot be listened on (e.g. it is taken)."""
+        config = self._server.config
+        # Bound here, not by uvicorn: it would sys.exit() from inside its task when the port is taken.
+        sockets = bind_listeners(config.host, config.port)
+        log.info("listening", extra={"address": f"http://{config.host}:{config.port}"})
+        self._serving = asyncio.create_task(self._server.serve(sockets=sockets), name="http")
         while not self._server.started:
             if self._serving.done():
                 await self._serving

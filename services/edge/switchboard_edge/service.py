@@ -29,13 +29,17 @@ class EdgeService:
 
     async def start(self) -> None:
         await self.state.start()
-        if self._ops_server is not None:  # first: once the API port answers, the ops port does too
-            await self._ops_server.start()
         try:
-            await self._server.start()
+            if self._ops_server is not None:  # first: once the API port answers, the ops port does too
+                await self._ops_server.start()
+            try:
+                await self._server.start()
+            except BaseException:
+                if self._ops_server is not None:
+                    await self._ops_server.stop()
+                raise
         except BaseException:
-            if self._ops_server is not None:
-                await self._ops_server.stop()
+            await self.state.stop()  # a port that cannot be listened on leaves nothing running behind it
             raise
 
     async def stop(self) -> None:
