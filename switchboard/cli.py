@@ -74,7 +74,7 @@ def _start_settings(command: str, names: Sequence[str], host: str | None = None,
     try:
         if command != "up":
             require_shared_backends(settings, command)
-        require_free_ports(listen_targets(settings, names))
+        require_free_ports(listen_targets(settings, names, edge_port_from="--port" if port is not None else "SB_EDGE_PORT"))
     except StartupRefusal as exc:
         _refuse(exc)
     configure_logging(settings.log_level)

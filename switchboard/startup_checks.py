@@ -120,12 +120,17 @@ def require_shared_backends(settings: Settings, command: str) -> None:
     )
 
 
-def listen_targets(settings: Settings, names: Iterable[str]) -> list[tuple[str, str, int]]:
-    """(setting, host, port) of every port the services `names` will listen on."""
+def listen_targets(
+    settings: Settings, names: Iterable[str], *, edge_port_from: str = "SB_EDGE_PORT"
+) -> list[tuple[str, str, int]]:
+    """(setting, host, port) of every port the services `names` will listen on.
+
+    `edge_port_from` names where the edge port came from (`--port` when the option set it).
+    """
     names = set(names)
     ops = settings.ops_port if "ops" in (settings.docs, settings.metrics) else 0
     ports = [
-        ("edge", "SB_EDGE_PORT", settings.edge_port),
+        ("edge", edge_port_from, settings.edge_port),
         ("edge", "SB_OPS_PORT", ops),
         ("relay-worker", "SB_RELAY_HEALTH_PORT", settings.relay_health_port),
         ("accounting", "SB_ACCOUNTING_HEALTH_PORT", settings.accounting_health_port),

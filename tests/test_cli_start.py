@@ -201,6 +201,12 @@ def test_a_service_on_a_taken_port_is_one_line(tmp_path: Path, command: str, set
     assert f"cannot listen on 127.0.0.1:{port} ({setting}): the port is already in use" in line, line
 
 
+def test_a_taken_port_given_as_an_option_is_named_as_typed(tmp_path: Path) -> None:
+    with taken_port() as port:
+        line = refusal_line(run_cli(tmp_path, "up", "--port", str(port)))
+    assert f"cannot listen on 127.0.0.1:{port} (--port): the port is already in use" in line, line
+
+
 def test_two_settings_on_one_port_are_refused(tmp_path: Path) -> None:
     port = str(free_port())
     line = refusal_line(run_cli(tmp_path, "up", SB_EDGE_PORT=port, SB_ACCOUNTING_HEALTH_PORT=port))
