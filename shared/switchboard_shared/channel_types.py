@@ -9,6 +9,7 @@ from typing import Any
 CHANNEL_FAMILIES: dict[str, str] = {
     "openai": "openai",
     "dify": "dify",
+    "anthropic": "openai",  # HTTP upstreams that answer like a model: the openai-family workers serve them
 }
 
 

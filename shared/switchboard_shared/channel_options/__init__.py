@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .anthropic import AnthropicOptions
 from .base import ChannelOptions
 from .dify import DifyOptions
 from .openai import OpenAIOptions
@@ -17,6 +18,7 @@ from .openai import OpenAIOptions
 OPTIONS: dict[str, type[ChannelOptions]] = {
     "openai": OpenAIOptions,
     "dify": DifyOptions,
+    "anthropic": AnthropicOptions,
 }
 
 
@@ -25,4 +27,4 @@ def options_for(channel_type: str, raw: dict[str, Any] | None) -> ChannelOptions
     return OPTIONS.get(channel_type, ChannelOptions).model_validate(raw or {})
 
 
-__all__ = ["OPTIONS", "ChannelOptions", "DifyOptions", "OpenAIOptions", "options_for"]
+__all__ = ["OPTIONS", "AnthropicOptions", "ChannelOptions", "DifyOptions", "OpenAIOptions", "options_for"]

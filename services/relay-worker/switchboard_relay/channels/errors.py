@@ -10,10 +10,10 @@ from switchboard_shared.redaction import redact
 
 from .base import UpstreamError
 
-__all__ = ["RETRYABLE_STATUSES", "invalid_response", "parse_object", "redact", "status_for_client"]
+__all__ = ["RETRYABLE_STATUSES", "http_failure", "invalid_response", "parse_object", "redact", "status_for_client"]
 
-# Statuses worth trying on another channel: throttling and upstream trouble.
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
+# Statuses worth trying on another channel: throttling and upstream trouble (529: Anthropic is overloaded).
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
 def status_for_client(upstream_status: int) -> int:
@@ -36,6 +36,23 @@ def worth_another_channel(upstream_status: int) -> bool:
     without an error code): that key is this channel's problem, another channel has its own.
     """
     return upstream_status in RETRYABLE_STATUSES or upstream_status in (401, 403)
+
+
+def http_failure(upstream_status: int, message: str | None, *, code: str | None = None, param: str | None = None) -> UpstreamError:
+    """An upstream's HTTP error (or an error event standing for one) as the client's error.
+
+    The status is the client's (`status_for_client`), a refused channel key gets a message of
+    ours instead of the upstream's, and `retryable` says whether another channel may do better.
+    """
+    if upstream_status in (401, 403):
+        message = f"the upstream refused this channel's credentials (HTTP {upstream_status})"
+    return UpstreamError(
+        status_for_client(upstream_status),
+        message or f"upstream returned HTTP {upstream_status}",
+        code=code or "upstream_error",
+        param=param,
+        retryable=worth_another_channel(upstream_status),
+    )
 
 
 def invalid_response(what: str) -> UpstreamError:

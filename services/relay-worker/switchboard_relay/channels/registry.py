@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .anthropic.adaptor import AnthropicAdaptor
 from .base import ChannelAdaptor, RelayContext
 from .dify.adaptor import DifyAdaptor
 from .openai.adaptor import OpenAIAdaptor
@@ -9,6 +10,7 @@ from .openai.adaptor import OpenAIAdaptor
 ADAPTORS: dict[str, type[ChannelAdaptor]] = {
     OpenAIAdaptor.type: OpenAIAdaptor,
     DifyAdaptor.type: DifyAdaptor,
+    AnthropicAdaptor.type: AnthropicAdaptor,
 }
 
 

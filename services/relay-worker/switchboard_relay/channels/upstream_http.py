@@ -133,9 +133,16 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    async def post_streaming(self, url: str, api_key: str, body: dict[str, Any]) -> UpstreamResponse:
-        """POST JSON with the channel's key; the body is left unread (close the response when done)."""
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    async def post_streaming(
+        self, url: str, api_key: str, body: dict[str, Any], *, auth_headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        """POST JSON with the channel's key; the body is left unread (close the response when done).
+
+        `auth_headers` replace `Authorization: Bearer <api_key>` for upstreams that take the key
+        in a header of their own (Anthropic's `x-api-key`, Azure's `api-key`).
+        """
+        auth = auth_headers if auth_headers is not None else {"Authorization": f"Bearer {api_key}"}
+        headers = {**auth, "Content-Type": "application/json"}
         try:
             response = await self.session.post(url, data=orjson.dumps(body), headers=headers)
         except TRANSPORT_ERRORS as exc:

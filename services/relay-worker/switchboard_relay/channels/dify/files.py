@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
 from ..base import UpstreamError
+from ..data_url import decode_data_url
 from ..errors import invalid_response, parse_object
 from ..upstream_http import UpstreamClient
 from .errors import dify_error_from_body
@@ -79,7 +78,7 @@ def _image(image_url: dict[str, Any]) -> PendingFile:
         return PendingFile("image", url=url)
     if not url.startswith("data:"):
         raise UpstreamError(400, "image_url.url must be an http(s) URL or a data: URL.", code="invalid_image_url", param="messages")
-    mime, data = _decode_data_url(url)
+    mime, data = decode_data_url(url)
     if mime not in IMAGE_TYPES:
         allowed = ", ".join(sorted(set(IMAGE_TYPES.values())))
         raise UpstreamError(400, f"Dify does not accept images of type '{mime}' (accepted: {allowed}).", code="unsupported_image_type", param="messages")
@@ -89,7 +88,7 @@ def _image(image_url: dict[str, Any]) -> PendingFile:
 def _document(file: dict[str, Any]) -> PendingFile:
     if not file.get("file_data"):
         raise UpstreamError(400, "file parts need 'file_data' (a data: URL) for Dify channels.", code="invalid_file", param="messages")
-    mime, data = _decode_data_url(file["file_data"])
+    mime, data = decode_data_url(file["file_data"])
     if mime not in DOCUMENT_TYPES and mime not in IMAGE_TYPES:
         raise UpstreamError(400, f"Dify does not accept files of type '{mime}'.", code="unsupported_file_type", param="messages")
     kind = "image" if mime in IMAGE_TYPES else "document"
@@ -98,17 +97,6 @@ def _document(file: dict[str, Any]) -> PendingFile:
     if any(ord(c) < 32 or ord(c) == 127 for c in filename):  # it becomes a multipart header of the upload
         raise UpstreamError(400, "file.filename must not contain control characters.", code="invalid_file", param="messages")
     return PendingFile(kind, data=data, mime=mime, filename=filename)
-
-
-def _decode_data_url(url: str) -> tuple[str, bytes]:
-    header, sep, payload = url.partition(",")
-    if not sep or ";base64" not in header:
-        raise UpstreamError(400, "data: URLs must be base64-encoded ('data:<type>;base64,<data>').", code="invalid_data_url", param="messages")
-    mime = header[5:].split(";", 1)[0].strip().lower()
-    try:
-        return mime, base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise UpstreamError(400, "The data: URL is not valid base64.", code="invalid_data_url", param="messages") from None
 
 
 async def to_dify_files(http: UpstreamClient, base_url: str, api_key: str, user: str, files: list[PendingFile]) -> list[dict[str, Any]]:

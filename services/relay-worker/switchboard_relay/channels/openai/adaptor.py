@@ -17,7 +17,7 @@ from ..base import (
     UpstreamEvent,
     upstream_model,
 )
-from ..errors import invalid_response, parse_object, status_for_client, worth_another_channel
+from ..errors import http_failure, invalid_response, parse_object
 from ..sse import iter_sse_data
 from ..upstream_http import UpstreamResponse
 from .answer import StreamToolCalls, text_or_none, tool_calls_of, usage_of
@@ -40,7 +40,7 @@ class OpenAIAdaptor(ChannelAdaptor):
         response = await self.context.http.post_streaming(url, channel.api_key, body)
         try:
             if response.status >= 400:
-                raise await _http_error(response)
+                raise await http_error(response)
             if job.stream:
                 tool_calls = StreamToolCalls()
                 async for data in iter_sse_data(response):
@@ -127,26 +127,28 @@ def _finish_reason(choice: dict[str, Any]) -> str | None:
 
 def _error_of(err: Any, default: str, status: int) -> UpstreamError:
     """An OpenAI `error` object (or string) as an UpstreamError, keeping its message, code and param."""
+    message, code, param = _error_fields(err)
+    return UpstreamError(status, message or default, code=code or "upstream_error", param=param)
+
+
+def _error_fields(err: Any) -> tuple[str | None, str | None, str | None]:
+    """Message, code (or type) and param of an OpenAI `error` object (or string), where they are strings."""
     if not isinstance(err, dict):
-        return UpstreamError(status, str(err) if isinstance(err, str) and err else default, code="upstream_error")
+        return (err if isinstance(err, str) and err else None), None, None
     message, code, param = err.get("message"), err.get("code") or err.get("type"), err.get("param")
-    return UpstreamError(
-        status,
-        message if isinstance(message, str) and message else default,
-        code=str(code) if isinstance(code, (str, int)) and code else "upstream_error",
-        param=param if isinstance(param, str) else None,
+    return (
+        message if isinstance(message, str) and message else None,
+        str(code) if isinstance(code, (str, int)) and code else None,
+        param if isinstance(param, str) else None,
     )
 
 
-async def _http_error(response: UpstreamResponse) -> UpstreamError:
+async def http_error(response: UpstreamResponse) -> UpstreamError:
     """An upstream 4xx/5xx, with the upstream's own message, code and param (JobRunner redacts the key)."""
     raw = await response.read_limited()
     try:
         parsed: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
         parsed = None
-    error = _error_of(parsed.get("error") if isinstance(parsed, dict) else None, f"upstream returned HTTP {response.status}", status_for_client(response.status))
-    if response.status in (401, 403):
-        error.message = f"the upstream refused this channel's credentials (HTTP {response.status})"
-    error.retryable = worth_another_channel(response.status)
-    return error
+    message, code, param = _error_fields(parsed.get("error") if isinstance(parsed, dict) else None)
+    return http_failure(response.status, message, code=code, param=param)
