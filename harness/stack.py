@@ -191,8 +191,10 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"switchboard {' '.join(args)} failed:\n{result.stderr.decode()[-4000:]}")
 
+    # Generous: a start that takes seconds alone can take minutes on a machine busy with other suites; a
+    # process that dies is noticed at once anyway.
     def _wait_ready(
-        self, url: str, name: str, timeout: float = 60.0, *, watch: list[tuple[str, subprocess.Popen[bytes]]] | None = None
+        self, url: str, name: str, timeout: float = 180.0, *, watch: list[tuple[str, subprocess.Popen[bytes]]] | None = None
     ) -> None:
         try:
             wait_http(url, self._procs if watch is None else watch, timeout)
