@@ -7,7 +7,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from sqlalchemy.engine import make_url
@@ -18,7 +18,6 @@ from switchboard_shared.logging import configure_logging
 from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
-from .instance import Instance, announcement, inspect_instance
 from .secret_key import SecretKeyError, secret_box_for
 from .startup_checks import (
     SERVICE_NAMES,
@@ -28,6 +27,9 @@ from .startup_checks import (
     require_free_ports,
     require_shared_backends,
 )
+
+if TYPE_CHECKING:
+    from .instance import Instance
 
 app = typer.Typer(no_args_is_help=True, help="Switchboard: one OpenAI-compatible API in front of Dify apps and LLM providers.")
 
@@ -91,6 +93,8 @@ def _secret_box(settings: Settings, *, generate: bool = False) -> SecretBox:
 
 def _instance(settings: Settings) -> Instance:
     """What `settings.database_url` holds (see instance.py), or one line and exit 2 if it cannot be opened."""
+    from .instance import inspect_instance  # here: it loads the database models, which admin commands do not need
+
     try:
         return asyncio.run(inspect_instance(settings))
     except (OSError, SQLAlchemyError) as exc:
@@ -120,6 +124,8 @@ PortOption = typer.Option(None, "--port", help="Edge listen port (default SB_EDG
 def up(host: str | None = HostOption, port: int | None = PortOption) -> None:
     """Run every service in this process (embedded backends unless SB_* URLs say otherwise)."""
     settings = _start_settings("up", SERVICE_NAMES, host, port)
+    from .instance import announcement
+
     typer.echo(announcement(_instance(settings), settings))  # before the secret file is made: it would look like data
     secrets = _secret_box(settings, generate=True)
     from .runner import run  # after the checks: a refusal should not wait for every import
