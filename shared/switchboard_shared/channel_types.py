@@ -10,6 +10,7 @@ CHANNEL_FAMILIES: dict[str, str] = {
     "openai": "openai",
     "dify": "dify",
     "anthropic": "openai",  # HTTP upstreams that answer like a model: the openai-family workers serve them
+    "gemini": "openai",
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from .anthropic import AnthropicOptions
 from .base import ChannelOptions
 from .dify import DifyOptions
+from .gemini import GeminiOptions
 from .openai import OpenAIOptions
 
 #: channel type → the model of its `options`.
@@ -19,6 +20,7 @@ OPTIONS: dict[str, type[ChannelOptions]] = {
     "openai": OpenAIOptions,
     "dify": DifyOptions,
     "anthropic": AnthropicOptions,
+    "gemini": GeminiOptions,
 }
 
 
@@ -27,4 +29,4 @@ def options_for(channel_type: str, raw: dict[str, Any] | None) -> ChannelOptions
     return OPTIONS.get(channel_type, ChannelOptions).model_validate(raw or {})
 
 
-__all__ = ["OPTIONS", "AnthropicOptions", "ChannelOptions", "DifyOptions", "OpenAIOptions", "options_for"]
+__all__ = ["OPTIONS", "AnthropicOptions", "ChannelOptions", "DifyOptions", "GeminiOptions", "OpenAIOptions", "options_for"]

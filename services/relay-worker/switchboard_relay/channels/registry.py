@@ -5,12 +5,14 @@ from __future__ import annotations
 from .anthropic.adaptor import AnthropicAdaptor
 from .base import ChannelAdaptor, RelayContext
 from .dify.adaptor import DifyAdaptor
+from .gemini.adaptor import GeminiAdaptor
 from .openai.adaptor import OpenAIAdaptor
 
 ADAPTORS: dict[str, type[ChannelAdaptor]] = {
     OpenAIAdaptor.type: OpenAIAdaptor,
     DifyAdaptor.type: DifyAdaptor,
     AnthropicAdaptor.type: AnthropicAdaptor,
+    GeminiAdaptor.type: GeminiAdaptor,
 }
 
 

@@ -1,0 +1,1 @@
+"""Google Gemini API channels (generateContent / streamGenerateContent)."""
