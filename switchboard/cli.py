@@ -126,8 +126,9 @@ def up(host: str | None = HostOption, port: int | None = PortOption) -> None:
     settings = _start_settings("up", SERVICE_NAMES, host, port)
     from .instance import announcement
 
-    typer.echo(announcement(_instance(settings), settings))  # before the secret file is made: it would look like data
+    instance = _instance(settings)  # looked at before the secret file is made: a new file would look like data
     secrets = _secret_box(settings, generate=True)
+    typer.echo(announcement(instance, settings))
     from .runner import run  # after the checks: a refusal should not wait for every import
 
     _run(run(SERVICE_NAMES, settings, secrets, migrate=True, bootstrap_admin=True))

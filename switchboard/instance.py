@@ -26,6 +26,7 @@ class Instance:
     database: str  #: an absolute SQLite path, or the server URL with its password hidden
     new: bool  #: no database there yet, or no Switchboard tables in it
     secret_file: Path | None  #: the secret.key `up` uses (None: SB_SECRET_KEY is set, or not SQLite)
+    secret_file_existed: bool  #: whether it was there when looked at (before `up` generates a missing one)
 
 
 def sqlite_path(database_url: str) -> Path | None:
@@ -42,15 +43,16 @@ async def inspect_instance(settings: Settings) -> Instance:
     configured = settings.secret_key is not None and bool(settings.secret_key.get_secret_value())  # as secret_box_for reads it
     secret_file = None if configured else secret_file_path(settings.database_url)
     secret_file = secret_file.resolve() if secret_file is not None else None
+    existed = secret_file is not None and secret_file.exists()
     if path is not None:
         where = str(path)
         if not path.exists():
-            return Instance(where, True, secret_file)
+            return Instance(where, True, secret_file, existed)
     else:
         where = make_url(settings.database_url).render_as_string(hide_password=True)
     db = Database(settings.database_url, pool_size=1)
     try:
-        return Instance(where, not await has_schema(db), secret_file)
+        return Instance(where, not await has_schema(db), secret_file, existed)
     finally:
         await db.close()
 
@@ -59,7 +61,7 @@ def announcement(instance: Instance, settings: Settings) -> str:
     """The lines `up` prints before it starts: the database, and whether this is a new instance."""
     if not instance.new:
         lines = [f"Switchboard: opening the existing instance in {instance.database}"]
-        if instance.secret_file is not None and not instance.secret_file.exists():
+        if instance.secret_file is not None and not instance.secret_file_existed:
             lines.append(
                 f"Switchboard: WARNING: {instance.secret_file} is missing beside an existing database: a new secret "
                 "is generated, and upstream keys stored under the old one cannot be read (restore the file, or set SB_SECRET_KEY)"
@@ -69,7 +71,7 @@ def announcement(instance: Instance, settings: Settings) -> str:
     secret = (
         "SB_SECRET_KEY"
         if instance.secret_file is None
-        else f"{instance.secret_file} ({'kept' if instance.secret_file.exists() else 'new'})"
+        else f"{instance.secret_file} ({'kept' if instance.secret_file_existed else 'new'})"
     )
     return (
         f"Switchboard: creating a NEW instance: database {instance.database} (nothing there yet), secret key {secret}, {admin}.\n"

@@ -20,6 +20,7 @@ import pytest
 from annotated_types import Ge, Gt
 
 from harness.stack import AMQP_URL, PG_ADMIN_URL, REDIS_URL, free_port
+from switchboard.instance import Instance, announcement
 from switchboard_shared.listen import PortUnavailable
 from switchboard_shared.service import HttpServer, health_app
 from switchboard_shared.settings import Settings
@@ -279,6 +280,7 @@ def test_up_says_where_its_data_is_and_admin_key_reset_replaces_a_lost_key(tmp_p
         first = stop(proc)
     assert f"creating a NEW instance: database {database} (nothing there yet)" in first, first
     assert "a new admin key (printed below, once)" in first and "start from the directory you used before" in first
+    assert f"secret key {database.parent / 'secret.key'} (new)" in first, first
     [lost_key] = KEY_LINE.findall(first)
 
     reset = run_cli(home, "admin-key", "reset")
@@ -314,3 +316,13 @@ def test_admin_key_reset_without_a_database_creates_nothing(tmp_path: Path) -> N
 def test_admin_key_reset_with_sb_admin_key_set_says_to_change_that(tmp_path: Path) -> None:
     line = refusal_line(run_cli(tmp_path, "admin-key", "reset", SB_ADMIN_KEY="sk-admin-mine"))
     assert "SB_ADMIN_KEY is set" in line and "sk-admin-mine" not in line
+
+
+def test_an_existing_database_without_its_secret_file_is_warned_about(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path}/switchboard.db")  # type: ignore[call-arg]
+    lost = Instance(str(tmp_path / "switchboard.db"), new=False, secret_file=tmp_path / "secret.key", secret_file_existed=False)
+    text = announcement(lost, settings)
+    assert text.startswith(f"Switchboard: opening the existing instance in {tmp_path / 'switchboard.db'}")
+    assert "WARNING" in text and "upstream keys stored under the old one cannot be read" in text
+    kept = Instance(str(tmp_path / "switchboard.db"), new=False, secret_file=tmp_path / "secret.key", secret_file_existed=True)
+    assert "WARNING" not in announcement(kept, settings)
