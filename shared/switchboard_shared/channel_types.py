@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .contracts import JOB_ENDPOINTS, JobKind
+from .errors import OpenAIError
+
 #: channel type → queue family. Ops scale the workers of each family apart.
 CHANNEL_FAMILIES: dict[str, str] = {
     "openai": "openai",
@@ -12,6 +15,28 @@ CHANNEL_FAMILIES: dict[str, str] = {
     "anthropic": "openai",  # HTTP upstreams that answer like a model: the openai-family workers serve them
     "gemini": "openai",
 }
+
+
+#: channel type → the job kinds (endpoints) its adaptor serves; a type not listed serves chat only.
+#: The edge routes a job to the family of the best channel that serves its kind; the relay's
+#: adaptors implement exactly these (tests/test_job_kinds.py checks that they agree).
+SERVED_KINDS: dict[str, frozenset[JobKind]] = {
+    "openai": frozenset({"chat", "embedding"}),
+    "dify": frozenset({"chat"}),
+}
+
+
+def serves_kind(channel_type: str, kind: JobKind) -> bool:
+    """Whether channels of `channel_type` serve jobs of `kind`."""
+    return kind in SERVED_KINDS.get(channel_type, frozenset({"chat"}))
+
+
+def kind_not_served(model: str, kind: JobKind) -> OpenAIError:
+    """The 404 of a model none of whose channels offers `kind`'s endpoint (e.g. embeddings of a Dify app)."""
+    return OpenAIError(
+        404, f"The model '{model}' is not available on {JOB_ENDPOINTS[kind]}: none of its channels offers it.",
+        code="model_not_supported", param="model",
+    )
 
 
 def family_of(channel_type: str) -> str:

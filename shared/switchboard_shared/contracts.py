@@ -13,22 +13,31 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+#: Which OpenAI endpoint a job serves: `/v1/chat/completions`, the legacy `/v1/completions`, `/v1/embeddings`.
+JobKind = Literal["chat", "completion", "embedding"]
+#: The path clients call for each kind (for messages).
+JOB_ENDPOINTS: dict[str, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions", "embedding": "/v1/embeddings"}
+
 
 class ChatJob(BaseModel):
-    """A chat request, validated by the edge, for a relay worker to serve."""
+    """A request to an upstream (chat, legacy completion or embeddings), validated by the edge, for a relay worker.
+
+    Every kind travels the same path (queue, frames, one usage event); `kind` says which endpoint's
+    request `body` is, and so how the worker calls the channel and renders the answer.
+    """
 
     request_id: str
     token_id: int | None
     end_user: str = Field(description="Stable end-user id: the client's `user` or one derived from the token.")
     model: str
-    body: dict[str, Any] = Field(description="The client's OpenAI request body, validated.")
+    body: dict[str, Any] = Field(description="The client's OpenAI request body (of `kind`'s endpoint), validated.")
     stream: bool
     include_usage: bool = False
     reply_to: str = Field(description="Pub/sub channel the edge listens on for this job's frames.")
     pickup_deadline: float = Field(description="Unix time after which nobody should start this job.")
     config_version: int = 0
     headers: dict[str, str] = Field(default_factory=dict, description="Client headers a channel may use.")
-    kind: Literal["chat", "completion"] = "chat"
+    kind: JobKind = "chat"
     group: str | None = Field(None, description="The key's group: its multiplier prices the call.")
     client_ip: str | None = None
 

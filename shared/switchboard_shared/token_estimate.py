@@ -37,8 +37,22 @@ def message_text(content: Any) -> str:
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """Estimated prompt tokens of a chat request."""
+    """Estimated prompt tokens of a request: a chat's `messages`, a legacy completion's `prompt`
+    or an embedding's `input` (text, or token arrays, which count exactly)."""
+    if "messages" not in body and ("prompt" in body or "input" in body):
+        return _estimate_inputs(body.get("prompt", body.get("input")))
     total = 3
     for message in body.get("messages") or ():
         total += _MESSAGE_OVERHEAD + estimate_text_tokens(message_text(message.get("content")))
     return total
+
+
+def _estimate_inputs(value: Any) -> int:
+    """A `prompt`/`input`: a string, a list of strings, a token array or a list of token arrays."""
+    if isinstance(value, str):
+        return estimate_text_tokens(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 1  # one token of a token array
+    if isinstance(value, list):
+        return sum(_estimate_inputs(item) for item in value)
+    return 0

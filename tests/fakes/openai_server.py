@@ -39,7 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = ["DEFAULT_API_KEY", "MODELS", "FakeOpenAIState", "RecordedRequest", "create_openai_app",
-           "main", "run_fake_openai"]
+           "embedding_of", "main", "run_fake_openai"]
 
 DEFAULT_API_KEY = "sk-upstream-test"
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small")
@@ -81,6 +81,8 @@ class FakeOpenAIState:
     ``raw_stream`` / ``raw_body``: misbehaviour for hostile-upstream tests: chat completions answer
     these bytes verbatim (the stream's pieces one after the other; the body with HTTP 200) instead
     of a real answer, after authentication and forced failures as usual.
+    ``embeddings_as_floats``: answer embeddings as float arrays even when base64 was asked for (as
+    some OpenAI-compatible servers do).
     """
 
     api_key: str | None = DEFAULT_API_KEY
@@ -94,6 +96,7 @@ class FakeOpenAIState:
     record: bool = True
     raw_stream: list[bytes] | None = None
     raw_body: bytes | None = None
+    embeddings_as_floats: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     failures_served: int = 0
@@ -138,7 +141,8 @@ class FakeOpenAIState:
         fresh = FakeOpenAIState()
         with self.lock:
             for name in ("api_key", "fail_status", "fail_message", "fail_times", "fail_headers",
-                         "delay", "chunk_delay", "chunks", "record", "failures_served", "raw_stream", "raw_body"):
+                         "delay", "chunk_delay", "chunks", "record", "failures_served", "raw_stream", "raw_body",
+                         "embeddings_as_floats"):
                 setattr(self, name, getattr(fresh, name))
             self.requests.clear()
 
@@ -207,6 +211,23 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                       "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
     }
+
+
+def embedding_of(item: str | list[int], dims: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The vector the fake answers for one input (a string or a token array), as floats."""
+    return _embedding(item.encode() if isinstance(item, str) else orjson.dumps(item), dims)
+
+
+def _embedding_input_ok(data: Any) -> bool:
+    """OpenAI's rule: a non-empty string, or a non-empty array (≤ 2048) of non-empty strings, of
+    token ids, or of non-empty token arrays."""
+    def tokens(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+    if isinstance(data, str):
+        return bool(data)
+    if not isinstance(data, list) or not data or len(data) > 2048:
+        return False
+    return all(isinstance(v, str) and v for v in data) or tokens(data) or all(tokens(v) for v in data)
 
 
 def _embedding(key: bytes, dims: int) -> list[float]:
@@ -410,14 +431,24 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
         data = body.get("input")
         if data is None:
             return _missing("input")
-        items = [data] if isinstance(data, str) or (data and isinstance(data[0], int)) else list(data)
-        dims = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        if not _embedding_input_ok(data):
+            return _error(400, "'$.input' is invalid. Please check the API reference: "
+                               "https://platform.openai.com/docs/api-reference.")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            return _error(400, f"Invalid value for 'encoding_format': expected one of 'float' or 'base64', "
+                               f"but got {encoding!r} instead.", "encoding_format", "invalid_value")
+        dims = body.get("dimensions")
+        if dims is not None and not str(body["model"]).startswith("text-embedding-3"):
+            return _error(400, "This model does not support specifying dimensions.", "dimensions")
+        dims = dims or EMBEDDING_DIMENSIONS
+        items = [data] if isinstance(data, str) or isinstance(data[0], int) else list(data)
         rows, tokens = [], 0
         for i, item in enumerate(items):
-            vec = _embedding(item.encode() if isinstance(item, str) else orjson.dumps(item), dims)
+            vec = embedding_of(item, dims)
             tokens += _words(item) if isinstance(item, str) else len(item)
             emb: Any = vec
-            if body.get("encoding_format") == "base64":
+            if encoding == "base64" and not st.embeddings_as_floats:
                 emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
             rows.append({"object": "embedding", "index": i, "embedding": emb})
         return _ok({"object": "list", "data": rows, "model": body["model"],

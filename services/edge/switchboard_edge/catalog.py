@@ -8,7 +8,8 @@ import logging
 from sqlalchemy import select
 
 from switchboard_shared.backends import Backends
-from switchboard_shared.channel_types import family_of, served_models
+from switchboard_shared.channel_types import family_of, served_models, serves_kind
+from switchboard_shared.contracts import JobKind
 from switchboard_shared.db import Channel, Database
 from switchboard_shared.outages import unavailable_backend
 
@@ -26,7 +27,7 @@ class ModelCatalog:
     def __init__(self, db: Database, backends: Backends, poll_seconds: float = 1.0) -> None:
         self._db, self._backends, self._poll_seconds = db, backends, poll_seconds
         self.version = 0
-        self._families: dict[str, str] = {}  # model → family of its highest-priority channel
+        self._types: dict[str, list[str]] = {}  # model → its channels' types, highest priority first
         self._owners: dict[str, str] = {}  # model → channel type, for /v1/models
         self._poller: asyncio.Task[None] | None = None
 
@@ -41,9 +42,13 @@ class ModelCatalog:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
 
-    def family(self, model: str) -> str | None:
-        """The queue family for `model`, or None when no enabled channel serves it."""
-        return self._families.get(model)
+    def knows(self, model: str) -> bool:
+        """Whether an enabled channel serves `model` (for any endpoint)."""
+        return model in self._types
+
+    def family(self, model: str, kind: JobKind = "chat") -> str | None:
+        """The queue family of `model`'s highest-priority channel that serves `kind`, or None when none does."""
+        return next((family_of(t) for t in self._types.get(model, ()) if serves_kind(t, kind)), None)
 
     def models(self) -> list[tuple[str, str]]:
         """(model, owner) pairs, sorted."""
@@ -59,13 +64,13 @@ class ModelCatalog:
         version = int(await self._backends.kv.get(self._backends.config_version_key()) or 0)
         async with self._db.session() as session:
             rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)).order_by(Channel.priority.desc()))).all()
-        families: dict[str, str] = {}
+        types: dict[str, list[str]] = {}
         owners: dict[str, str] = {}
         for row in rows:
             for model in served_models(row.models or (), row.info):
-                families.setdefault(model, family_of(row.type))
+                types.setdefault(model, []).append(row.type)
                 owners.setdefault(model, row.type)
-        self._families, self._owners, self.version = families, owners, version
+        self._types, self._owners, self.version = types, owners, version
 
     async def _poll(self) -> None:
         """Follow the version; while a backend is away the catalog in hand serves (said once, not every second)."""

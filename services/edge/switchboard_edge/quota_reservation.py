@@ -1,7 +1,7 @@
 """Where quota is reserved: before a job is published, its estimated cost is reserved in the ledger.
 
-Estimate = per_call + prompt estimate × input price + (max_tokens, or SB_DEFAULT_MAX_TOKENS_ESTIMATE)
-× output price, × the key's group multiplier. The ledger admits the request only if settled
+Estimate = per_call + prompt estimate × input price + (max_tokens, or SB_DEFAULT_MAX_TOKENS_ESTIMATE,
+for each choice asked for; none for embeddings) × output price, × the key's group multiplier. The ledger admits the request only if settled
 spend + everything reserved + this estimate fits the key's quota, in the same atomic step as
 the key's rate limits (rate_limits.py). Accounting later settles the real cost (computed by the
 worker) and releases the reservation; one that never settles expires.
@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from switchboard_shared.budget_period import Clock, at_time, current_spent, period_start
+from switchboard_shared.contracts import JobKind
 from switchboard_shared.db import Database, Token
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.ledger import Admission, AdmissionResult, Ledger, Verdict, ledger_period, to_ledger_units
@@ -27,6 +28,7 @@ from switchboard_shared.token_estimate import estimate_prompt_tokens
 
 from . import rate_limits
 from .auth import TokenRecord
+from .schemas.inputs import input_count
 
 log = logging.getLogger(__name__)
 _PERIOD_NAMES = {"daily": "day", "weekly": "week", "monthly": "month"}
@@ -43,13 +45,28 @@ class Admitted:
     holds_slot: bool = False
 
 
-def completion_budget(body: dict[str, Any], default: int) -> int:
-    """The most completion tokens the request may produce, as the client capped it (or the default)."""
+def completion_budget(body: dict[str, Any], default: int, kind: JobKind = "chat") -> int:
+    """The most completion tokens the request may produce, as the client capped it (or the default).
+
+    Embeddings produce none. A legacy completion answers every prompt of a list `n` times, each
+    choice with its own budget.
+    """
+    if kind == "embedding":
+        return 0
+    per_choice = default
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return default
+            per_choice = value
+            break
+    return per_choice * _choices(body, kind)
+
+
+def _choices(body: dict[str, Any], kind: JobKind) -> int:
+    """How many answers the (validated) request asks for: `n` of each prompt."""
+    n = body.get("n")
+    count = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    return count * input_count(body.get("prompt")) if kind == "completion" else count
 
 
 class QuotaReservations:
@@ -60,12 +77,14 @@ class QuotaReservations:
         self._default_max_tokens = default_max_tokens
         self.clock = clock  # the time the ledger and the API see (tests set it)
 
-    async def admit(self, token: TokenRecord, request_id: str, body: dict[str, Any], model: str, version: int) -> Admitted:
+    async def admit(
+        self, token: TokenRecord, request_id: str, body: dict[str, Any], model: str, version: int, *, kind: JobKind = "chat"
+    ) -> Admitted:
         """Reserve the request's estimated cost and its share of the rate limits, or raise the 429."""
         if token.quota is None and not rate_limits.is_rate_limited(token):
             return Admitted(token, request_id)  # nothing to count: no ledger round trip
         prompt = estimate_prompt_tokens(body)
-        completion = completion_budget(body, self._default_max_tokens)
+        completion = completion_budget(body, self._default_max_tokens, kind)
         quota = amount = None
         period = "all"
         if token.quota is not None:

@@ -1,4 +1,4 @@
-"""Serving one chat job: try channels in order, relay the answer, account for it."""
+"""Serving one job (chat, or embeddings): try channels in order, relay the answer, account for it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from switchboard_shared.channel_types import kind_not_served
 from switchboard_shared.contracts import ChatJob, UsageEvent
 from switchboard_shared.db import utcnow
 from switchboard_shared.errors import OpenAIError
@@ -25,6 +26,7 @@ from .channels.base import (
     upstream_model,
 )
 from .channels.errors import redact
+from .embedding_render import render_embeddings
 from .frames import FrameSender
 from .openai_render import ChunkRenderer, CompletionAggregate
 from .picker import attempt_order
@@ -81,9 +83,12 @@ class JobRunner:
         """
         try:
             await sender.started()
-            channels = attempt_order(await self._directory.channels_for(job.model, job.config_version))
-            if not channels:
+            serving = await self._directory.channels_for(job.model, job.config_version)
+            if not serving:
                 raise OpenAIError(503, f"no enabled channel serves the model '{job.model}'", code="model_not_available")
+            channels = attempt_order([c for c in serving if self._serves(job, c)])
+            if not channels:
+                raise kind_not_served(job.model, job.kind)  # the edge checks kinds; a channel may still refuse (Dify's app mode)
             last_error: UpstreamError | None = None
             for channel in channels[: self._max_attempts]:
                 progress.attempts += 1
@@ -120,10 +125,18 @@ class JobRunner:
             await sender.error(OpenAIError(500, "the relay worker failed to serve this request", code="internal_error"))
             await sender.done()
 
+    def _serves(self, job: ChatJob, channel: ChannelConfig) -> bool:
+        """Whether `channel` can take `job`'s kind (a type this worker lacks stays: its attempt says so)."""
+        adaptor = self._adaptors.get(channel.type)
+        return adaptor is None or adaptor.serves(job, channel)
+
     async def _relay(self, job: ChatJob, attempt: _Attempt, sender: FrameSender) -> None:
         adaptor = self._adaptors.get(attempt.channel.type)
         if adaptor is None:
             raise UpstreamError(502, f"channel type '{attempt.channel.type}' is not supported by this worker", retryable=True)
+        if job.kind == "embedding":
+            await self._relay_embeddings(job, attempt, adaptor, sender)
+            return
         renderer = ChunkRenderer(job.request_id, job.model) if job.stream else None
         async for event in adaptor.events(job, attempt.channel):
             if isinstance(event, Delta):
@@ -144,6 +157,15 @@ class JobRunner:
             await sender.done()
         else:
             await sender.result(attempt.aggregate.render(job.request_id, job.model, usage))
+
+    async def _relay_embeddings(self, job: ChatJob, attempt: _Attempt, adaptor: ChannelAdaptor, sender: FrameSender) -> None:
+        """One call, one whole answer: the vectors in the encoding the client asked for."""
+        answer = await adaptor.embeddings(job, attempt.channel)
+        attempt.first_output_at = time.monotonic()
+        # Set even when the upstream reported none: it answered, so the call is billed (estimated if need be).
+        attempt.usage = answer.usage or Usage(0, 0)
+        usage = self._settled_usage(job, attempt)
+        await sender.result(render_embeddings(answer.vectors, job.body.get("encoding_format") or "float", job.model, usage))
 
     @staticmethod
     def _settled_usage(job: ChatJob, attempt: _Attempt | None) -> Usage:

@@ -14,6 +14,10 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
+#: The base of every OpenAI request body the edge validates (chat, legacy completions, embeddings).
+OpenAIBody = _Open
+
+
 class _Closed(BaseModel):
     # Switchboard's own extensions: an unknown field there is a typo, not a newer OpenAI feature.
     model_config = ConfigDict(extra="forbid", strict=True)

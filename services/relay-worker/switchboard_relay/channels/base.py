@@ -2,7 +2,12 @@
 
 An adaptor turns a `ChatJob` into an upstream call and the upstream's answer into
 a stream of `UpstreamEvent`s. Rendering those as OpenAI chunks (or one aggregated
-completion) happens once, in `openai_render.py`, for every adaptor alike.
+completion) happens once, in `openai_render.py`, for every adaptor alike; embeddings
+come back as one `Embeddings`, rendered in `embedding_render.py`.
+
+Chat (`events`) is required; embeddings (`embeddings`) are optional: a kind that does not
+implement them is skipped for embedding jobs (`serves`), so adding them to a kind is adding
+its method.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from switchboard_shared.contracts import ChatJob
+from switchboard_shared.contracts import ChatJob, JobKind
 from switchboard_shared.kv import KeyValue
 from switchboard_shared.secret_box import SecretBox
 
@@ -74,6 +79,17 @@ class ResponseHeaders:
 
 UpstreamEvent = Delta | Usage | ResponseHeaders
 
+#: One embedding: floats, or raw little-endian float32 bytes (as an upstream's base64 decodes to).
+Vector = list[float] | bytes
+
+
+@dataclass
+class Embeddings:
+    """An upstream's embeddings answer: one vector per input, in input order, and its usage (None: not reported)."""
+
+    vectors: list[Vector]
+    usage: Usage | None = None
+
 
 class UpstreamError(Exception):
     """The upstream failed; `status` and message become the client's OpenAI error.
@@ -116,6 +132,24 @@ class ChannelAdaptor(ABC):
         Cancellation (client gone) arrives as `CancelledError` at an await point;
         an adaptor that must tell the upstream to stop does so before re-raising.
         """
+
+    async def embeddings(self, job: ChatJob, channel: ChannelConfig) -> Embeddings:
+        """Optional: the embeddings of `job.body["input"]` (raise `UpstreamError` as `events` would)."""
+        raise NotImplementedError
+
+    @classmethod
+    def kinds(cls) -> frozenset[JobKind]:
+        """The job kinds this adaptor implements: chat, and each kind whose optional method it overrides
+        (shared/channel_types.py `SERVED_KINDS` must say the same: the edge routes by it)."""
+        return frozenset({"chat", *(kind for kind, name in _OPTIONAL.items() if getattr(cls, name) is not getattr(ChannelAdaptor, name))})
+
+    def serves(self, job: ChatJob, channel: ChannelConfig) -> bool:
+        """Whether this adaptor can serve `job`'s kind on `channel` (an adaptor may narrow this per channel)."""
+        return job.kind in self.kinds()
+
+
+#: job kind → the optional adaptor method that serves it.
+_OPTIONAL: dict[str, str] = {"embedding": "embeddings"}
 
 
 def upstream_model(job: ChatJob, channel: ChannelConfig) -> str:

@@ -13,6 +13,7 @@ from ..base import (
     ChannelAdaptor,
     ChannelConfig,
     Delta,
+    Embeddings,
     UpstreamError,
     UpstreamEvent,
     upstream_model,
@@ -21,6 +22,7 @@ from ..errors import http_failure, invalid_response, parse_object
 from ..sse import iter_sse_data
 from ..upstream_http import UpstreamResponse
 from .answer import StreamToolCalls, text_or_none, tool_calls_of, usage_of
+from .embeddings import embeddings_of, embeddings_request
 
 # Fields of ours that no upstream should see.
 _GATEWAY_FIELDS = ("dify",)
@@ -33,6 +35,17 @@ class OpenAIAdaptor(ChannelAdaptor):
 
     def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         return self._events(job, channel)
+
+    async def embeddings(self, job: ChatJob, channel: ChannelConfig) -> Embeddings:
+        """POST `{base_url}/embeddings`; floats or base64 alike come back as `Embeddings`."""
+        url = channel.base_url.rstrip("/") + "/embeddings"
+        response = await self.context.http.post_streaming(url, channel.api_key, embeddings_request(job, channel))
+        try:
+            if response.status >= 400:
+                raise await _http_error(response)
+            return embeddings_of(parse_object(await response.read(), "the response body"))
+        finally:
+            await response.close()
 
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         body = convert_request(job, channel)
