@@ -11,6 +11,16 @@ from typing import Any
 
 #: OpenAI's limit on the items of one request's list.
 MAX_ITEMS = 2048
+_TOKENS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+#: The JSON schema of such a field, for the OpenAPI document (`Field(json_schema_extra=INPUTS_SCHEMA)`).
+INPUTS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_ITEMS},
+        _TOKENS,
+        {"type": "array", "items": _TOKENS, "minItems": 1, "maxItems": MAX_ITEMS},
+    ]
+}
 
 
 def _is_token(value: Any) -> bool:
