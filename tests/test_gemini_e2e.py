@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 from harness.stack import Stack
 from tests.fakes.gemini_server import DEFAULT_API_KEY, SKIP_SIGNATURE, FakeGeminiState, RecordedRequest, run_fake_gemini
 from tests.helpers import TIMEOUT, WEATHER_TOOL, assert_openai_error, full_logs, sync_client, usage_for, words
+from tests.test_secret_leaks import fragments
 
 # A 1×1 PNG (67 bytes).
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -535,3 +537,58 @@ async def test_safety_settings_are_sent(
     with sync_client(stack, token["key"]) as client:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
     assert received(gemini[1], text)[0].json["safetySettings"] == settings
+
+
+# ---------------------------------------------------------------- the key stays secret
+
+
+def test_a_gemini_key_never_shows_in_responses_or_logs(stack: Stack, token: dict[str, Any]) -> None:
+    """A real-looking key, echoed whole and masked by every kind of upstream failure, reaches no client and no log line."""
+    key = "AIzaSy" + secrets.token_urlsafe(25)[:33]
+    masked = key[:4] + "*" * 20 + key[-4:]
+    pieces = fragments(key)
+    shown: list[str] = []
+    with run_fake_gemini(FakeGeminiState(api_key=key)) as (base_url, state):
+        with stack.admin() as admin:
+            created = admin.post(
+                "/api/channels",
+                json={
+                    "name": "leak-gemini",
+                    "type": "gemini",
+                    "base_url": base_url,
+                    "api_key": key,
+                    "models": [model := f"gem-leak-{uuid.uuid4().hex[:8]}"],
+                    "options": {"model_mapping": {model: "gemini-2.5-flash"}},
+                },
+            )
+            assert created.status_code == 201, created.text
+            shown += [created.text, admin.get(f"/api/channels/{created.json()['id']}").text, admin.get("/api/channels").text]
+        failures: list[Callable[[], None]] = [
+            lambda: None,
+            lambda: state.fail(400, f"Invalid value at 'contents' for key {key}"),
+            lambda: state.fail(429, f"Quota exceeded for quota metric of key {masked}"),
+            lambda: state.fail(500, f"Internal error serving {key}"),
+            lambda: state.fail(403, f"Permission denied on API key {key}"),
+        ]
+        with httpx.Client(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {token['key']}"}, timeout=TIMEOUT
+        ) as client:
+            for arrange in failures:
+                arrange()
+                for stream in (False, True):
+                    response = client.post(
+                        "/v1/chat/completions",
+                        json={"model": model, "stream": stream, "messages": [{"role": "user", "content": "one two three"}]},
+                    )
+                    shown.append(response.text + json.dumps(dict(response.headers)))
+            state.fail_status, state.error_after_chunks, state.stream_error_message = None, 1, f"overloaded ({key})"
+            response = client.post(
+                "/v1/chat/completions",
+                json={"model": model, "stream": True, "messages": [{"role": "user", "content": "a b c d"}]},
+            )
+            assert response.status_code == 200 and "overloaded" in response.text, "the mid-stream error reached the client"
+            shown.append(response.text)
+        assert any(r.headers.get("x-goog-api-key") == key for r in state.snapshot()), "the key did reach Gemini"
+    leaks = [text[:300] for text in shown if any(piece in text for piece in pieces)]
+    leaks += [line[:300] for line in full_logs(stack).splitlines() if any(piece in line for piece in pieces)]
+    assert not leaks, leaks

@@ -98,7 +98,8 @@ class FakeGeminiState:
     ``api_key``: the key required (None: none). ``fail_status``/``fail_times``: a forced Google error for
     every authenticated call, or only the next ``fail_times``. ``finish_reason``: the finishReason to end
     with instead of STOP/MAX_TOKENS. ``block_prompt``: answer with `promptFeedback.blockReason` and no
-    candidates. ``error_after_chunks``: a stream sends this many chunks, then an error event.
+    candidates. ``error_after_chunks``: a stream sends this many chunks, then an error event
+    (503 UNAVAILABLE saying ``stream_error_message``).
     """
 
     api_key: str | None = DEFAULT_API_KEY
@@ -111,6 +112,7 @@ class FakeGeminiState:
     finish_reason: str | None = None
     block_prompt: str | None = None
     error_after_chunks: int | None = None
+    stream_error_message: str = "The model is overloaded. Please try again later."
     requests: list[RecordedRequest] = field(default_factory=list)
     signatures: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -417,7 +419,7 @@ def create_gemini_app(state: FakeGeminiState | None = None) -> Starlette:
                     error = {
                         "error": {
                             "code": 503,
-                            "message": "The model is overloaded. Please try again later.",
+                            "message": st.stream_error_message,
                             "status": "UNAVAILABLE",
                         }
                     }
