@@ -227,3 +227,23 @@ async def test_a_kind_without_embeddings_is_skipped(
         finally:
             with stack.admin() as admin:
                 admin.delete(f"/api/channels/{dify['id']}")
+
+
+async def test_upstream_errors_reach_the_client_clean_and_cost_nothing(
+    stack: Stack, token: dict[str, Any], embedding_model: Callable[..., str]
+) -> None:
+    """A refusal passes through with the upstream's message; a broken upstream is a 502; neither is billed."""
+    with run_fake_openai(FakeOpenAIState()) as (base_url, state):
+        model = embedding_model(base_url)
+        request_ids = []
+        with http_client(stack, token["key"]) as client:
+            state.fail(400, "This model's maximum context length is 8192 tokens.")
+            refused = client.post("/v1/embeddings", json={"model": model, "input": "too long"})
+            assert assert_openai_error(refused, 400)["message"] == "This model's maximum context length is 8192 tokens."
+            state.fail(500)
+            broken = client.post("/v1/embeddings", json={"model": model, "input": "a"})
+            assert_openai_error(broken, 502)
+            request_ids = [refused.headers["x-request-id"], broken.headers["x-request-id"]]
+    rows = await usage_for(stack, request_ids)
+    assert {rows[r]["status"] for r in request_ids} == {"error"}
+    assert [money(stack, rows[r]["cost"]) for r in request_ids] == [0, 0]

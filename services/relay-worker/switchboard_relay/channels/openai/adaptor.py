@@ -42,7 +42,7 @@ class OpenAIAdaptor(ChannelAdaptor):
         response = await self.context.http.post_streaming(url, channel.api_key, embeddings_request(job, channel))
         try:
             if response.status >= 400:
-                raise await _http_error(response)
+                raise await http_error(response)
             return embeddings_of(parse_object(await response.read(), "the response body"))
         finally:
             await response.close()
