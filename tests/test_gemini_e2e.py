@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import struct
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +23,9 @@ import openai
 import pytest
 
 from harness.stack import Stack
+from switchboard_shared.token_estimate import estimate_prompt_tokens
 from tests.fakes.gemini_server import DEFAULT_API_KEY, SKIP_SIGNATURE, FakeGeminiState, RecordedRequest, run_fake_gemini
+from tests.fakes.openai_server import embedding_of
 from tests.helpers import TIMEOUT, WEATHER_TOOL, assert_openai_error, full_logs, sync_client, usage_for, words
 from tests.test_secret_leaks import fragments
 
@@ -592,3 +595,58 @@ def test_a_gemini_key_never_shows_in_responses_or_logs(stack: Stack, token: dict
     leaks = [text[:300] for text in shown if any(piece in text for piece in pieces)]
     leaks += [line[:300] for line in full_logs(stack).splitlines() if any(piece in line for piece in pieces)]
     assert not leaks, leaks
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+async def test_embeddings_in_batches_of_a_hundred(
+    stack: Stack, token: dict[str, Any], gemini: tuple[str, FakeGeminiState], encoding: str
+) -> None:
+    model, _ = add_gemini_channel(stack, gemini[0], "gemini-embedding-001")
+    label = uuid.uuid4().hex[:8]
+    inputs = [f"text {i} of {label}" for i in range(150)]
+    with sync_client(stack, token["key"]) as client:
+        raw = client.embeddings.with_raw_response.create(model=model, input=inputs, dimensions=16, encoding_format=encoding)  # type: ignore[arg-type]
+    answer = raw.parse()
+    assert [d.index for d in answer.data] == list(range(150))
+    for item, text in zip(answer.data, inputs, strict=True):
+        vector = item.embedding if encoding == "float" else list(struct.unpack("<16f", base64.b64decode(item.embedding)))  # type: ignore[arg-type]
+        assert vector == pytest.approx(embedding_of(text, 16), abs=1e-6), "each vector is its own input's, in order"
+    calls = [r for r in gemini[1].snapshot() if label in json.dumps(r.json)]
+    assert [r.path for r in calls] == ["/v1beta/models/gemini-embedding-001:batchEmbedContents"] * 2
+    assert [len(r.json["requests"]) for r in calls] == [100, 50]
+    assert calls[0].json["requests"][0] == {
+        "model": "models/gemini-embedding-001",
+        "content": {"parts": [{"text": inputs[0]}]},
+        "outputDimensionality": 16,
+    }
+    for request in calls:
+        assert_header_auth(request)
+    row = await usage_row(stack, raw.headers["x-request-id"])
+    # Gemini reports no token counts for embeddings: the call is billed by estimate.
+    assert row["status"] == "ok" and row["estimated"] is True
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (estimate_prompt_tokens({"input": inputs}), 0)
+
+
+async def test_embeddings_of_token_arrays_are_a_400(
+    stack: Stack, token: dict[str, Any], gemini: tuple[str, FakeGeminiState]
+) -> None:
+    model, _ = add_gemini_channel(stack, gemini[0], "gemini-embedding-001")
+    with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {token['key']}"}, timeout=TIMEOUT) as client:
+        response = client.post("/v1/embeddings", json={"model": model, "input": [[1, 2, 3]]})
+    error = assert_openai_error(response, 400, "unsupported_input")
+    assert error["param"] == "input"
+
+
+async def test_an_embedding_failure_fails_over(
+    stack: Stack, token: dict[str, Any], private_gemini: tuple[str, FakeGeminiState], gemini: tuple[str, FakeGeminiState]
+) -> None:
+    private_gemini[1].fail(503, "The model is overloaded.")
+    model, _ = add_gemini_channel(stack, private_gemini[0], "text-embedding-004", priority=10)
+    add_gemini_channel(stack, gemini[0], "text-embedding-004", model=model)
+    with sync_client(stack, token["key"]) as client:
+        answer = client.embeddings.create(model=model, input="fail over", encoding_format="float")
+    assert len(answer.data[0].embedding) == 768, "the model's default dimensions"
+    assert private_gemini[1].failures_served == 1

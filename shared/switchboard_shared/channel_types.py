@@ -23,6 +23,7 @@ CHANNEL_FAMILIES: dict[str, str] = {
 SERVED_KINDS: dict[str, frozenset[JobKind]] = {
     "openai": frozenset({"chat", "embedding"}),
     "dify": frozenset({"chat"}),
+    "gemini": frozenset({"chat", "embedding"}),
 }
 
 

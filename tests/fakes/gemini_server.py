@@ -1,4 +1,4 @@
-"""A fake Google Gemini API (v1beta `generateContent`, `streamGenerateContent`, `models`).
+"""A fake Google Gemini API (v1beta `generateContent`, `streamGenerateContent`, `batchEmbedContents`, `models`).
 
 It speaks the wire format of generativelanguage.googleapis.com: the key in `x-goog-api-key`
 (or `?key=`, which it accepts as Google does, and records, so tests can prove it never came
@@ -12,6 +12,8 @@ that text mentions "weather" (or the mode is ANY), the reply is a `functionCall`
 allowed function with ``{"city": "Paris"}``; a turn answering a call gets ``"The weather: " +
 <the response as JSON>``. Models named ``gemini-3…`` sign their function calls and, like the real
 ones, refuse a history whose calls lack the signature they gave (or Google's placeholder).
+`batchEmbedContents` answers each text with the OpenAI fake's vector for it (`embedding_of`), of
+`outputDimensionality` or the model's own size, at most 100 requests a call, each naming the model.
 The turn rules Gemini enforces are checked: roles `user`/`model`, non-empty parts, function
 responses right after a call turn, one response per call, with the called names.
 
@@ -42,11 +44,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .openai_server import embedding_of
+
 __all__ = ["DEFAULT_API_KEY", "SKIP_SIGNATURE", "FakeGeminiState", "RecordedRequest", "create_gemini_app", "run_fake_gemini"]
 
 DEFAULT_API_KEY = "AIzaSyFakeGeminiKey0123456789abcdefghij"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview")
+#: embedding model → its default dimensions (Google's).
+EMBEDDING_MODELS = {"gemini-embedding-001": 3072, "text-embedding-004": 768}
+#: Google's limit on the requests of one batchEmbedContents call.
+EMBED_BATCH = 100
 _HTTP = "httptools" if importlib.util.find_spec("httptools") else "h11"
 _WORDS = re.compile(r"\s*\S+|\s+")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
@@ -354,12 +362,14 @@ def create_gemini_app(state: FakeGeminiState | None = None) -> Starlette:
             body = None
         st.add(RecordedRequest(request.method, request.url.path, dict(request.query_params), body, dict(request.headers)))
         name, _, method = request.path_params["rest"].rpartition(":")
-        if method not in ("generateContent", "streamGenerateContent"):
+        if method not in ("generateContent", "streamGenerateContent", "batchEmbedContents"):
             return google_error(404, f"Method not found: {method}")
         if (refused := authenticate(request)) is not None:
             return refused
         if (failure := st.take_failure()) is not None:
             return google_error(*failure)
+        if method == "batchEmbedContents":
+            return embed(name, body)
         if name not in MODELS:
             return google_error(
                 404,
@@ -435,6 +445,30 @@ def create_gemini_app(state: FakeGeminiState | None = None) -> Starlette:
 
         media = "text/event-stream" if sse else "application/json; charset=UTF-8"
         return StreamingResponse(frames(), media_type=media)
+
+    def embed(name: str, body: Any) -> Response:
+        """`batchEmbedContents`: one vector per request, derived from its text (as the OpenAI fake's)."""
+        if name not in EMBEDDING_MODELS:
+            return google_error(404, f"models/{name} is not found for API version v1beta, or is not supported for embedContent.")
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not requests:
+            return google_error(400, "* BatchEmbedContentsRequest.requests: requests is not specified\n")
+        if len(requests) > EMBED_BATCH:
+            return google_error(
+                400, f"* BatchEmbedContentsRequest.requests: at most {EMBED_BATCH} requests can be in one batch\n"
+            )
+        vectors = []
+        for i, item in enumerate(requests):
+            if item.get("model") != f"models/{name}":
+                return google_error(400, f"* BatchEmbedContentsRequest.requests[{i}].model: model must match the parent model.\n")
+            parts = (item.get("content") or {}).get("parts") or []
+            if not parts or not all(isinstance(p.get("text"), str) for p in parts):
+                return google_error(
+                    400, f"* BatchEmbedContentsRequest.requests[{i}].content: contents.parts must not be empty.\n"
+                )
+            dims = item.get("outputDimensionality") or EMBEDDING_MODELS[name]
+            vectors.append({"values": embedding_of(" ".join(p["text"] for p in parts), dims)})
+        return Response(orjson.dumps({"embeddings": vectors}), media_type="application/json; charset=UTF-8")
 
     async def list_models(request: Request) -> Response:
         st.add(RecordedRequest(request.method, request.url.path, dict(request.query_params), None, dict(request.headers)))

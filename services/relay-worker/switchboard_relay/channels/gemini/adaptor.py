@@ -13,10 +13,11 @@ from urllib.parse import quote
 from switchboard_shared.channel_options import GeminiOptions
 from switchboard_shared.contracts import ChatJob
 
-from ..base import ChannelAdaptor, ChannelConfig, RelayContext, UpstreamEvent, upstream_model
+from ..base import ChannelAdaptor, ChannelConfig, Embeddings, RelayContext, UpstreamEvent, Vector, upstream_model
 from ..errors import parse_object
 from ..sse import iter_sse_data
 from .answer import AnswerReader
+from .embeddings import BATCH, batch_request, embedding_texts, vectors_of
 from .errors import http_error
 from .request import convert_request, tool_call_ids
 from .signatures import ThoughtSignatures
@@ -59,6 +60,26 @@ class GeminiAdaptor(ChannelAdaptor):
             await self._signatures.remember(channel.id, reader.signatures)
         if reader.usage is not None:  # each stream chunk repeats the totals so far: the last one counts
             yield reader.usage
+
+    async def embeddings(self, job: ChatJob, channel: ChannelConfig) -> Embeddings:
+        """`batchEmbedContents`, `BATCH` texts a call, in order; usage is estimated (Gemini reports none)."""
+        model = upstream_model(job, channel).removeprefix("models/")
+        texts = embedding_texts(job.body["input"])
+        url = f"{channel.base_url.rstrip('/')}/models/{quote(model, safe='')}:batchEmbedContents"
+        vectors: list[Vector] = []
+        for start in range(0, len(texts), BATCH):
+            batch = texts[start : start + BATCH]
+            body = batch_request(batch, model, job.body.get("dimensions"))
+            response = await self.context.http.post_streaming(
+                url, channel.api_key, body, auth_headers={"x-goog-api-key": channel.api_key}
+            )
+            try:
+                if response.status >= 400:
+                    raise await http_error(response)
+                vectors += vectors_of(parse_object(await response.read(), "the response body"), len(batch))
+            finally:
+                await response.close()
+        return Embeddings(vectors, None)
 
 
 def model_url(base_url: str, model: str, *, stream: bool) -> str:
