@@ -8,22 +8,23 @@ heuristic: one token per CJK character, and one per four other characters
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 # Per-message overhead in OpenAI's chat format (role and separators).
 _MESSAGE_OVERHEAD = 4
 
 
-def _is_wide(ch: str) -> bool:
-    code = ord(ch)
-    return 0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF or 0xFF00 <= code <= 0xFFEF
+# CJK, Hangul and full-width characters: one token each. A regex, not a loop over characters:
+# the relay estimates every streamed chunk, and a Python loop costs ~10 ms per 16 KiB chunk.
+_WIDE = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 
 
 def estimate_text_tokens(text: str) -> int:
     """Estimated tokens of a piece of text."""
     if not text:
         return 0
-    wide = sum(1 for ch in text if _is_wide(ch))
+    wide = len(_WIDE.findall(text))
     return wide + max(1 if wide == 0 else 0, math.ceil((len(text) - wide) / 4))
 
 

@@ -75,7 +75,8 @@ class FakeOpenAIState:
 
     ``api_key``: bearer key required (None disables auth). ``fail_status``/``fail_message``:
     forced error for every authenticated call, or only the first ``fail_times`` of them.
-    ``delay``: seconds slept before answering; ``chunk_delay``: seconds between stream frames.
+    ``delay``: seconds slept before answering; ``chunk_delay``: seconds between stream frames (and
+    between ``raw_stream`` pieces).
     ``chunks``: exact number of content chunks per stream (None = one per word).
     ``record``: set False to keep no history (long benchmark runs).
     ``raw_stream`` / ``raw_body``: misbehaviour for hostile-upstream tests: chat completions answer
@@ -83,6 +84,8 @@ class FakeOpenAIState:
     of a real answer, after authentication and forced failures as usual.
     ``embeddings_as_floats``: answer embeddings as float arrays even when base64 was asked for (as
     some OpenAI-compatible servers do).
+    ``fail_padding``: bytes of ``x`` appended to a forced failure's message; the error body is then
+    streamed in 64 KiB pieces (a huge error body, for bounded-read tests).
     """
 
     api_key: str | None = DEFAULT_API_KEY
@@ -90,6 +93,7 @@ class FakeOpenAIState:
     fail_message: str = "The server had an error while processing your request. Sorry about that!"
     fail_times: int | None = None
     fail_headers: dict[str, str] = field(default_factory=dict)
+    fail_padding: int = 0
     delay: float = 0.0
     chunk_delay: float = 0.0
     chunks: int | None = None
@@ -140,7 +144,7 @@ class FakeOpenAIState:
         """Forget the history and restore every knob to its default."""
         fresh = FakeOpenAIState()
         with self.lock:
-            for name in ("api_key", "fail_status", "fail_message", "fail_times", "fail_headers",
+            for name in ("api_key", "fail_status", "fail_message", "fail_times", "fail_headers", "fail_padding",
                          "delay", "chunk_delay", "chunks", "record", "failures_served", "raw_stream", "raw_body",
                          "embeddings_as_floats"):
                 setattr(self, name, getattr(fresh, name))
@@ -166,6 +170,23 @@ def _error(status: int, message: str, param: str | None = None, code: str | None
         status, ("server_error" if status >= 500 else "invalid_request_error", None))
     body = {"error": {"message": message, "type": kind, "param": param, "code": code or default_code}}
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _padded_error(status: int, message: str, padding: int, headers: dict[str, str]) -> StreamingResponse:
+    """An OpenAI error whose message ends in `padding` bytes of ``x``, streamed in 64 KiB pieces."""
+    kind, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    head = b'{"error": {"message": ' + orjson.dumps(message)[:-1]
+    tail = b'", "type": ' + orjson.dumps(kind) + b', "param": null, "code": ' + orjson.dumps(code) + b"}}"
+    piece = b"x" * 65536
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for start in range(0, padding, len(piece)):
+            yield piece[: min(len(piece), padding - start)]
+            await asyncio.sleep(0)  # as in _raw_pieces: a client that left stops the body
+        yield tail
+
+    return StreamingResponse(body(), status, headers, media_type="application/json")
 
 
 def _ok(body: Any) -> Response:
@@ -246,9 +267,12 @@ async def _sse(frames: Iterable[dict[str, Any]], chunk_delay: float) -> AsyncIte
     yield b"data: [DONE]\n\n"
 
 
-async def _raw_pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
+async def _raw_pieces(pieces: list[bytes], delay: float) -> AsyncIterator[bytes]:
     for piece in pieces:
         yield piece
+        # Even with no delay, yield to the loop: once the client has gone, sends return at once,
+        # and only this lets the server see the disconnect and stop.
+        await asyncio.sleep(delay)
 
 
 def _stream(frames: Iterable[dict[str, Any]], state: FakeOpenAIState) -> StreamingResponse:
@@ -324,6 +348,8 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
                                          "API key at https://platform.openai.com/account/api-keys.")
         if (failure := st.take_failure()) is not None:
             status, message, headers = failure
+            if st.fail_padding:
+                return body, _padded_error(status, message, st.fail_padding, headers)
             return body, _error(status, message, headers=headers)
         if bad_json or (request.method == "POST" and not isinstance(body, dict)):
             return body, _error(400, "We could not parse the JSON body of your request. (HINT: The "
@@ -341,7 +367,7 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
         if err is not None:
             return err
         if st.raw_stream is not None and body.get("stream"):
-            return StreamingResponse(_raw_pieces(list(st.raw_stream)), media_type="text/event-stream; charset=utf-8")
+            return StreamingResponse(_raw_pieces(list(st.raw_stream), st.chunk_delay), media_type="text/event-stream; charset=utf-8")
         if st.raw_body is not None and not body.get("stream"):
             return Response(st.raw_body, media_type="application/json")
         if not body.get("model"):

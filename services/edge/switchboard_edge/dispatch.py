@@ -87,7 +87,8 @@ class JobDispatcher:
             # The answer could never reach us: refuse now rather than after the pickup timeout.
             raise OpenAIError(503, "Redis is unavailable; retry shortly", code="backend_unavailable", type="server_error",
                               headers={"Retry-After": "1"})
-        inbox = self._router.open(job.request_id)
+        # A client too slow for its answer overflows the inbox: its worker stops then, not when the client reads on.
+        inbox = self._router.open(job.request_id, on_overflow=lambda: self._announce_cancel(job.request_id))
         try:
             await self._backends.bus.publish(
                 self._backends.queues.chat(family), job.model_dump_json().encode(), ttl_seconds=self.pickup_timeout
@@ -118,9 +119,13 @@ class JobDispatcher:
         """
         self._router.close(request_id)
         if cancel:
-            task = asyncio.get_running_loop().create_task(self._cancel(request_id))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._announce_cancel(request_id)
+
+    def _announce_cancel(self, request_id: str) -> None:
+        """Tell the workers to stop a request, from a task of its own."""
+        task = asyncio.get_running_loop().create_task(self._cancel(request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _cancel(self, request_id: str) -> None:
         try:

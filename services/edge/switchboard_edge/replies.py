@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -21,12 +22,14 @@ class Inbox:
 
     A client that reads slower than its worker writes would otherwise grow the edge
     without bound: past the limit the request fails (an error, never a cut answer that
-    looks complete), and the worker is told to stop.
+    looks complete), and the worker is told to stop (`on_overflow`) at once: a client that
+    does not read would otherwise never ask for the frame that reveals the overflow.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_overflow: Callable[[], None] | None = None) -> None:
         self._queue: asyncio.Queue[Frame | None] = asyncio.Queue(limit)
         self._failure: OpenAIError | None = None
+        self._on_overflow = on_overflow
 
     def put(self, frame: Frame) -> None:
         """Add a frame (the inbox fails instead of growing past its limit)."""
@@ -39,6 +42,8 @@ class Inbox:
                     code="reply_overflow",
                 )
             )
+            if self._on_overflow is not None:
+                self._on_overflow()
             return
         self._queue.put_nowait(frame)
 
@@ -83,9 +88,9 @@ class ReplyRouter:
         """Unsubscribe."""
         await self._pubsub.unsubscribe(self.channel)
 
-    def open(self, request_id: str) -> Inbox:
-        """Start collecting frames for a request."""
-        inbox = Inbox(self._inbox_frames)
+    def open(self, request_id: str, on_overflow: Callable[[], None] | None = None) -> Inbox:
+        """Start collecting frames for a request (`on_overflow`: called once if its inbox overflows)."""
+        inbox = Inbox(self._inbox_frames, on_overflow)
         self._inboxes[request_id] = inbox
         self._idle.clear()
         return inbox
