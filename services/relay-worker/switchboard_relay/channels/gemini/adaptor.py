@@ -8,6 +8,7 @@ in every log of every proxy on the way).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 from switchboard_shared.channel_options import GeminiOptions
@@ -16,6 +17,7 @@ from switchboard_shared.contracts import ChatJob
 from ..base import ChannelAdaptor, ChannelConfig, Embeddings, RelayContext, UpstreamEvent, Vector, upstream_model
 from ..errors import parse_object
 from ..sse import iter_sse_data
+from ..upstream_http import UpstreamResponse
 from .answer import AnswerReader
 from .embeddings import BATCH, batch_request, embedding_texts, vectors_of
 from .errors import http_error
@@ -32,6 +34,12 @@ class GeminiAdaptor(ChannelAdaptor):
         super().__init__(context)
         self._signatures = ThoughtSignatures(context.kv, context.key_prefix)
 
+    async def _post(self, url: str, channel: ChannelConfig, body: dict[str, Any]) -> UpstreamResponse:
+        # The key in Google's header: a `?key=` URL would carry it into every log on the way.
+        return await self.context.http.post_streaming(
+            url, channel.api_key, body, auth_headers={"x-goog-api-key": channel.api_key}
+        )
+
     def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         return self._events(job, channel)
 
@@ -41,9 +49,7 @@ class GeminiAdaptor(ChannelAdaptor):
         signatures = await self._signatures.recall(channel.id, tool_call_ids(job.body))
         body = convert_request(job.body, model, options, signatures)
         url = model_url(channel.base_url, model, stream=job.stream)
-        response = await self.context.http.post_streaming(
-            url, channel.api_key, body, auth_headers={"x-goog-api-key": channel.api_key}
-        )
+        response = await self._post(url, channel, body)
         reader = AnswerReader()
         try:
             if response.status >= 400:
@@ -70,9 +76,7 @@ class GeminiAdaptor(ChannelAdaptor):
         for start in range(0, len(texts), BATCH):
             batch = texts[start : start + BATCH]
             body = batch_request(batch, model, job.body.get("dimensions"))
-            response = await self.context.http.post_streaming(
-                url, channel.api_key, body, auth_headers={"x-goog-api-key": channel.api_key}
-            )
+            response = await self._post(url, channel, body)
             try:
                 if response.status >= 400:
                     raise await http_error(response)
