@@ -14,6 +14,7 @@ CHANNEL_FAMILIES: dict[str, str] = {
     "dify": "dify",
     "anthropic": "openai",  # HTTP upstreams that answer like a model: the openai-family workers serve them
     "gemini": "openai",
+    "azure": "openai",
 }
 
 
@@ -22,6 +23,7 @@ CHANNEL_FAMILIES: dict[str, str] = {
 #: adaptors implement exactly these (tests/test_job_kinds.py checks that they agree).
 SERVED_KINDS: dict[str, frozenset[JobKind]] = {
     "openai": frozenset({"chat", "embedding"}),
+    "azure": frozenset({"chat", "embedding"}),
     "dify": frozenset({"chat"}),
     "gemini": frozenset({"chat", "embedding"}),
 }

@@ -153,7 +153,9 @@ def _check_blocks(content: Any, role: str) -> list[dict[str, Any]]:
             raise _Invalid("messages: text content blocks must be non-empty")
         if kind in ("image", "document"):
             _check_source(block.get("source"), kind)
-        if kind == "tool_use" and not (isinstance(block.get("id"), str) and isinstance(block.get("name"), str) and isinstance(block.get("input"), dict)):
+        if kind == "tool_use" and not (
+            isinstance(block.get("id"), str) and isinstance(block.get("name"), str) and isinstance(block.get("input"), dict)
+        ):
             raise _Invalid("messages: tool_use blocks need 'id', 'name' and an object 'input'")
         if kind == "tool_result" and not isinstance(block.get("tool_use_id"), str):
             raise _Invalid("messages: tool_result blocks need 'tool_use_id'")
@@ -206,15 +208,19 @@ def _check(body: Any) -> list[list[dict[str, Any]]]:
         if role not in ("user", "assistant"):
             raise _Invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         if i == 0 and role != "user":
-            raise _Invalid("messages: first message must use the \"user\" role")
+            raise _Invalid('messages: first message must use the "user" role')
         blocks = _check_blocks(message.get("content"), role)
         results = {b["tool_use_id"] for b in blocks if b["type"] == "tool_result"}
         if results - pending_tool_uses:
-            raise _Invalid(f"messages.{i}: unexpected `tool_use_id` found in `tool_result` blocks: {sorted(results - pending_tool_uses)}. "
-                           "Each `tool_result` block must have a corresponding `tool_use` block in the previous message.")
+            raise _Invalid(
+                f"messages.{i}: unexpected `tool_use_id` found in `tool_result` blocks: {sorted(results - pending_tool_uses)}. "
+                "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+            )
         if pending_tool_uses - results:
-            raise _Invalid(f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: "
-                           f"{sorted(pending_tool_uses - results)}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.")
+            raise _Invalid(
+                f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                f"{sorted(pending_tool_uses - results)}. Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+            )
         pending_tool_uses = {b["id"] for b in blocks if b["type"] == "tool_use"}
         turns.append(blocks)
     return turns
@@ -280,12 +286,20 @@ def _answer(body: dict[str, Any], turns: list[list[dict[str, Any]]], serial: int
     images = sum(1 for b in last if b["type"] == "image")
     tools, choice = body.get("tools") or [], body.get("tool_choice") or {"type": "auto"}
     tool_name: str | None = None
-    if tools and choice.get("type") != "none" and (_WEATHER.search(" ".join(texts)) or choice.get("type") in ("any", "tool")) and not results:
+    if (
+        tools
+        and choice.get("type") != "none"
+        and (_WEATHER.search(" ".join(texts)) or choice.get("type") in ("any", "tool"))
+        and not results
+    ):
         tool_name = choice["name"] if choice.get("type") == "tool" else tools[0]["name"]
     message_id, tool_id = f"msg_fake{serial:020d}", f"toolu_fake{serial:016d}"
     blocks: list[dict[str, Any]]
     if tool_name is not None:
-        blocks = [{"type": "text", "text": TOOL_PREAMBLE}, {"type": "tool_use", "id": tool_id, "name": tool_name, "input": orjson.loads(TOOL_INPUT)}]
+        blocks = [
+            {"type": "text", "text": TOOL_PREAMBLE},
+            {"type": "tool_use", "id": tool_id, "name": tool_name, "input": orjson.loads(TOOL_INPUT)},
+        ]
         stop, output = "tool_use", len(TOOL_PREAMBLE.split()) + len(TOOL_INPUT.split())
     else:
         reply = "echo: " + ("tool result: " + " ".join(results) if results else " ".join(texts))
@@ -297,12 +311,27 @@ def _answer(body: dict[str, Any], turns: list[list[dict[str, Any]]], serial: int
         blocks, output = [{"type": "text", "text": reply}], len(reply.split())
     words = _request_words(body, turns)
     cached = min(state.cache_read_tokens, words)
-    usage = {"input_tokens": words - cached, "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached, "output_tokens": output}
-    message = {"id": message_id, "type": "message", "role": "assistant", "model": body["model"], "content": blocks,
-               "stop_reason": stop, "stop_sequence": None, "usage": usage}
+    usage = {
+        "input_tokens": words - cached,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": output,
+    }
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": usage,
+    }
     if not body.get("stream"):
         return Response(orjson.dumps(message), media_type="application/json")
-    return StreamingResponse(_stream(message, state.stream_error), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    return StreamingResponse(
+        _stream(message, state.stream_error), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+    )
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
@@ -315,7 +344,10 @@ async def _stream(message: dict[str, Any], stream_error: str | None) -> AsyncIte
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
     yield _event("message_start", {"message": start})
     if stream_error is not None:
-        yield _event("error", {"error": {"type": stream_error, "message": "Overloaded" if stream_error == "overloaded_error" else stream_error}})
+        yield _event(
+            "error",
+            {"error": {"type": stream_error, "message": "Overloaded" if stream_error == "overloaded_error" else stream_error}},
+        )
         return
     yield _event("ping", {})
     for index, block in enumerate(message["content"]):
@@ -327,10 +359,17 @@ async def _stream(message: dict[str, Any], stream_error: str | None) -> AsyncIte
             yield _event("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
             yield _event("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": ""}})
             for piece in _JSON_TOKENS.findall(orjson.dumps(block["input"]).decode()):
-                yield _event("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})
+                yield _event(
+                    "content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}
+                )
         yield _event("content_block_stop", {"index": index})
-    yield _event("message_delta", {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                   "usage": {"output_tokens": usage["output_tokens"]}})
+    yield _event(
+        "message_delta",
+        {
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        },
+    )
     yield _event("message_stop", {})
 
 
@@ -345,8 +384,9 @@ def run_fake_anthropic(state: FakeAnthropicState | None = None) -> Iterator[tupl
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_anthropic_app(st), log_level="warning", access_log=False, http=_HTTP, lifespan="off",
-                            timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        create_anthropic_app(st), log_level="warning", access_log=False, http=_HTTP, lifespan="off", timeout_graceful_shutdown=1
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"fake-anthropic-{port}")
     thread.start()

@@ -1,4 +1,6 @@
-"""A fake OpenAI-compatible upstream (Chat Completions, legacy Completions, Models, Embeddings).
+"""A fake OpenAI-compatible upstream (Chat Completions, legacy Completions, Models, Embeddings),
+and Azure OpenAI's paths (``/openai/deployments/{deployment}/chat/completions`` and ``…/embeddings``,
+``?api-version=…``, the key in an ``api-key`` header; the deployment names the model, see ``AZURE_DEPLOYMENTS``).
 
 Replies are deterministic and derived from the request, so tests can detect cross-talk:
 chat content is ``"echo: " + <text of the last user message>``; when ``tools`` are offered and
@@ -51,6 +53,14 @@ _WORDS = re.compile(r"\s*\S+|\s+")  # pieces keep their leading whitespace, like
 _ARG_TOKENS = re.compile(r"\w+|\W+")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 # status -> (error.type, error.code), as OpenAI reports them
+#: Azure OpenAI: the `api-version`s this fake accepts, its default deployments (name → model).
+AZURE_API_VERSIONS = frozenset({"2024-02-01", "2024-06-01", "2024-10-21", "2025-01-01-preview"})
+AZURE_DEPLOYMENTS = {"prod-gpt4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06",
+                     "prod-embed": "text-embedding-3-small"}
+AZURE_ACCESS_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
+                       "key for an active subscription and use a correct regional API endpoint for your resource.")
+AZURE_FILTER_RESULTS = {"prompt_index": 0, "content_filter_results": {
+    c: {"filtered": False, "severity": "safe"} for c in ("hate", "self_harm", "sexual", "violence")}}
 _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
     401: ("invalid_request_error", "invalid_api_key"),
     403: ("permission_error", None),
@@ -67,6 +77,7 @@ class RecordedRequest:
     path: str
     json: Any
     headers: dict[str, str]
+    query: str = ""  # the URL's query string (Azure's api-version)
 
 
 @dataclass
@@ -101,6 +112,8 @@ class FakeOpenAIState:
     raw_stream: list[bytes] | None = None
     raw_body: bytes | None = None
     embeddings_as_floats: bool = False
+    #: Azure OpenAI deployments served under /openai/deployments/{name}/…: name → model.
+    azure_deployments: dict[str, str] = field(default_factory=lambda: dict(AZURE_DEPLOYMENTS))
     requests: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     failures_served: int = 0
@@ -146,7 +159,7 @@ class FakeOpenAIState:
         with self.lock:
             for name in ("api_key", "fail_status", "fail_message", "fail_times", "fail_headers", "fail_padding",
                          "delay", "chunk_delay", "chunks", "record", "failures_served", "raw_stream", "raw_body",
-                         "embeddings_as_floats"):
+                         "embeddings_as_floats", "azure_deployments"):
                 setattr(self, name, getattr(fresh, name))
             self.requests.clear()
 
@@ -187,6 +200,11 @@ def _padded_error(status: int, message: str, padding: int, headers: dict[str, st
         yield tail
 
     return StreamingResponse(body(), status, headers, media_type="application/json")
+
+
+def _azure_error(status: int, code: str, message: str) -> Response:
+    """An error as Azure OpenAI words it (`code` and `message`, no `type`)."""
+    return Response(orjson.dumps({"error": {"code": code, "message": message}}), status, media_type="application/json")
 
 
 def _ok(body: Any) -> Response:
@@ -324,18 +342,23 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
     st = state if state is not None else FakeOpenAIState()
     ids = itertools.count(1)
 
-    async def prologue(request: Request) -> tuple[Any, Response | None]:
-        """Record, delay, authenticate, apply forced failures and parse the JSON body."""
+    async def prologue(request: Request, azure: bool = False) -> tuple[Any, Response | None]:
+        """Record, delay, authenticate, apply forced failures and parse the JSON body.
+
+        `azure`: the key comes in Azure's `api-key` header, refusals are Azure's."""
         raw = await request.body()
         try:
             body, bad_json = (orjson.loads(raw) if raw else None), False
         except orjson.JSONDecodeError:
             body, bad_json = None, True
         if st.record:
-            st.add(RecordedRequest(request.method, request.url.path, body, dict(request.headers)))
+            st.add(RecordedRequest(request.method, request.url.path, body, dict(request.headers), request.url.query))
         if st.delay > 0:
             await asyncio.sleep(st.delay)
-        if st.api_key is not None:
+        if azure and st.api_key is not None:
+            if request.headers.get("api-key") != st.api_key:
+                return body, _azure_error(401, "401", AZURE_ACCESS_DENIED)
+        elif st.api_key is not None:
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
             if not key:
@@ -366,6 +389,35 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
         body, err = await prologue(request)
         if err is not None:
             return err
+        return answer_chat(request, body)
+
+    async def azure_accept(request: Request) -> tuple[Any, Response | None]:
+        """Azure OpenAI's checks: the key in `api-key`, a known `api-version`, a deployment that exists.
+        The body comes back with the deployment's model as its `model` (Azure ignores the body's)."""
+        body, err = await prologue(request, azure=True)
+        if err is not None:
+            return body, err
+        version = request.query_params.get("api-version")
+        if not version:
+            return body, _azure_error(404, "404", "Resource not found")
+        if version not in AZURE_API_VERSIONS:
+            return body, _azure_error(400, "BadRequest", "API version not supported")
+        model = st.azure_deployments.get(request.path_params["deployment"])
+        if model is None:
+            return body, _azure_error(404, "DeploymentNotFound", "The API deployment for this resource does not exist. If you "
+                                      "created the deployment within the last 5 minutes, please wait a moment and try again.")
+        return {**body, "model": model}, None
+
+    async def azure_chat_completions(request: Request) -> Response:
+        body, err = await azure_accept(request)
+        return err or answer_chat(request, body, azure=True)
+
+    async def azure_embeddings(request: Request) -> Response:
+        body, err = await azure_accept(request)
+        return err or answer_embeddings(body)
+
+    def answer_chat(request: Request, body: dict[str, Any], azure: bool = False) -> Response:
+        """A chat completion for an accepted request (`azure`: with Azure's prompt filter results)."""
         if st.raw_stream is not None and body.get("stream"):
             return StreamingResponse(_raw_pieces(list(st.raw_stream), st.chunk_delay), media_type="text/event-stream; charset=utf-8")
         if st.raw_body is not None and not body.get("stream"):
@@ -404,8 +456,11 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             base["object"] = "chat.completion.chunk"
-            return _stream(_chat_frames(base, include_usage, content, tool, finish, usage,
-                                        chunks_for(request)), st)
+            frames = _chat_frames(base, include_usage, content, tool, finish, usage, chunks_for(request))
+            if azure:  # Azure's first chunk has no choices, only how its content filter rated the prompt
+                frames = itertools.chain([{"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                                           "prompt_filter_results": [AZURE_FILTER_RESULTS]}], frames)
+            return _stream(frames, st)
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
         if tool is not None:
             message["content"] = None
@@ -450,8 +505,10 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
 
     async def embeddings(request: Request) -> Response:
         body, err = await prologue(request)
-        if err is not None:
-            return err
+        return err or answer_embeddings(body)
+
+    def answer_embeddings(body: dict[str, Any]) -> Response:
+        """The embeddings of an accepted request."""
         if not body.get("model"):
             return _no_model()
         data = body.get("input")
@@ -506,6 +563,8 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+            Route("/openai/deployments/{deployment}/chat/completions", azure_chat_completions, methods=["POST"]),
+            Route("/openai/deployments/{deployment}/embeddings", azure_embeddings, methods=["POST"]),
         ],
         exception_handlers={404: not_found, 405: not_found},
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .anthropic import AnthropicOptions
+from .azure import AzureOptions
 from .base import ChannelOptions
 from .dify import DifyOptions
 from .gemini import GeminiOptions
@@ -21,6 +22,7 @@ OPTIONS: dict[str, type[ChannelOptions]] = {
     "dify": DifyOptions,
     "anthropic": AnthropicOptions,
     "gemini": GeminiOptions,
+    "azure": AzureOptions,
 }
 
 
@@ -29,4 +31,4 @@ def options_for(channel_type: str, raw: dict[str, Any] | None) -> ChannelOptions
     return OPTIONS.get(channel_type, ChannelOptions).model_validate(raw or {})
 
 
-__all__ = ["OPTIONS", "AnthropicOptions", "ChannelOptions", "DifyOptions", "GeminiOptions", "OpenAIOptions", "options_for"]
+__all__ = ["OPTIONS", "AnthropicOptions", "AzureOptions", "ChannelOptions", "DifyOptions", "GeminiOptions", "OpenAIOptions", "options_for"]

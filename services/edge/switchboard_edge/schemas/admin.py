@@ -15,7 +15,7 @@ from switchboard_shared.money import MONEY_PLACES, to_money
 from ..client_ip import parse_networks
 from .fields import INT32_MAX, INT64_MAX, Moment, StorableBody, UpstreamKey
 
-ChannelType = Literal["openai", "dify", "anthropic", "gemini"]
+ChannelType = Literal["openai", "dify", "anthropic", "gemini", "azure"]
 assert set(ChannelType.__args__) == set(CHANNEL_FAMILIES)  # type: ignore[attr-defined]
 
 

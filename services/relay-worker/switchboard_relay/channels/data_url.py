@@ -12,7 +12,9 @@ def decode_data_url(url: str) -> tuple[str, bytes]:
     """The MIME type (lower case) and bytes of a base64 `data:` URL; a 400 for anything else."""
     header, sep, payload = url.partition(",")
     if not header.startswith("data:") or not sep or ";base64" not in header:
-        raise UpstreamError(400, "data: URLs must be base64-encoded ('data:<type>;base64,<data>').", code="invalid_data_url", param="messages")
+        raise UpstreamError(
+            400, "data: URLs must be base64-encoded ('data:<type>;base64,<data>').", code="invalid_data_url", param="messages"
+        )
     mime = header[5:].split(";", 1)[0].strip().lower()
     try:
         return mime, base64.b64decode(payload, validate=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .anthropic.adaptor import AnthropicAdaptor
+from .azure.adaptor import AzureOpenAIAdaptor
 from .base import ChannelAdaptor, RelayContext
 from .dify.adaptor import DifyAdaptor
 from .gemini.adaptor import GeminiAdaptor
@@ -13,6 +14,7 @@ ADAPTORS: dict[str, type[ChannelAdaptor]] = {
     DifyAdaptor.type: DifyAdaptor,
     AnthropicAdaptor.type: AnthropicAdaptor,
     GeminiAdaptor.type: GeminiAdaptor,
+    AzureOpenAIAdaptor.type: AzureOpenAIAdaptor,
 }
 
 

@@ -44,7 +44,9 @@ class AnthropicAdaptor(ChannelAdaptor):
                     if translator.finished:
                         break
                 if not translator.finished:
-                    raise UpstreamError(502, "the upstream's stream ended before message_stop", code="upstream_stream_incomplete", retryable=True)
+                    raise UpstreamError(
+                        502, "the upstream's stream ended before message_stop", code="upstream_stream_incomplete", retryable=True
+                    )
             else:
                 for event in convert_message(parse_object(await response.read(), "the response body")):
                     yield event
@@ -57,7 +59,9 @@ def _options(channel: ChannelConfig) -> AnthropicOptions:
     try:
         return AnthropicOptions.model_validate(channel.options or {})
     except ValidationError:
-        raise UpstreamError(502, f"channel {channel.id} has invalid options", code="invalid_channel_options", retryable=True) from None
+        raise UpstreamError(
+            502, f"channel {channel.id} has invalid options", code="invalid_channel_options", retryable=True
+        ) from None
 
 
 async def _http_error(response: UpstreamResponse) -> UpstreamError:

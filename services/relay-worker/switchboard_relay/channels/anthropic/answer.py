@@ -101,8 +101,14 @@ def convert_message(message: dict[str, Any]) -> list[UpstreamEvent]:
             reasoning.append(_string(block, "thinking"))
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append({"index": len(calls), "id": _string(block, "id"), "type": "function",
-                          "function": {"name": _string(block, "name"), "arguments": arguments}})
+            calls.append(
+                {
+                    "index": len(calls),
+                    "id": _string(block, "id"),
+                    "type": "function",
+                    "function": {"name": _string(block, "name"), "arguments": arguments},
+                }
+            )
     events: list[UpstreamEvent] = [
         Delta(
             content="".join(text) if text or not calls else None,
@@ -174,7 +180,12 @@ class StreamTranslator:
             return [Delta(content=_string(block, "text"))]
         if kind == "tool_use":
             number = self._tool_index.setdefault(self._index(event), len(self._tool_index))
-            call = {"index": number, "id": _string(block, "id"), "type": "function", "function": {"name": _string(block, "name"), "arguments": ""}}
+            call = {
+                "index": number,
+                "id": _string(block, "id"),
+                "type": "function",
+                "function": {"name": _string(block, "name"), "arguments": ""},
+            }
             return [Delta(tool_calls=[call])]
         return []
 

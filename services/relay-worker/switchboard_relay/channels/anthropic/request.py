@@ -102,11 +102,18 @@ def image_block(url: str) -> dict[str, Any]:
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     if not url.startswith("data:"):
-        raise UpstreamError(400, "image_url.url must be an http(s) URL or a data: URL.", code="invalid_image_url", param="messages")
+        raise UpstreamError(
+            400, "image_url.url must be an http(s) URL or a data: URL.", code="invalid_image_url", param="messages"
+        )
     mime, data = decode_data_url(url)
     if mime not in IMAGE_TYPES:
         allowed = ", ".join(sorted(IMAGE_TYPES))
-        raise UpstreamError(400, f"Anthropic does not accept images of type '{mime}' (accepted: {allowed}).", code="unsupported_image_type", param="messages")
+        raise UpstreamError(
+            400,
+            f"Anthropic does not accept images of type '{mime}' (accepted: {allowed}).",
+            code="unsupported_image_type",
+            param="messages",
+        )
     return {"type": "image", "source": {"type": "base64", "media_type": mime, "data": _b64(data)}}
 
 
@@ -114,7 +121,9 @@ def _document_block(file: dict[str, Any]) -> dict[str, Any]:
     """A PDF `file` part as a document block (the one file type the Messages API reads)."""
     mime, data = decode_data_url(file.get("file_data") or "")
     if mime != "application/pdf":
-        raise UpstreamError(400, f"Anthropic channels accept PDF files only, not '{mime}'.", code="unsupported_file_type", param="messages")
+        raise UpstreamError(
+            400, f"Anthropic channels accept PDF files only, not '{mime}'.", code="unsupported_file_type", param="messages"
+        )
     return {"type": "document", "source": {"type": "base64", "media_type": mime, "data": _b64(data)}}
 
 
@@ -135,7 +144,14 @@ def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
                 blocks.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        blocks.append({"type": "tool_use", "id": call["id"], "name": function.get("name", ""), "input": _arguments(function.get("arguments"))})
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call["id"],
+                "name": function.get("name", ""),
+                "input": _arguments(function.get("arguments")),
+            }
+        )
     return blocks
 
 

@@ -36,10 +36,19 @@ class OpenAIAdaptor(ChannelAdaptor):
     def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         return self._events(job, channel)
 
+    def endpoint(self, job: ChatJob, channel: ChannelConfig, operation: str) -> str:
+        """The URL an `operation` (`chat/completions`, `embeddings`) is POSTed to."""
+        return f"{channel.base_url.rstrip('/')}/{operation}"
+
+    def auth_headers(self, channel: ChannelConfig) -> dict[str, str] | None:
+        """The headers that carry the channel's key (None: `Authorization: Bearer <key>`)."""
+        return None
+
     async def embeddings(self, job: ChatJob, channel: ChannelConfig) -> Embeddings:
-        """POST `{base_url}/embeddings`; floats or base64 alike come back as `Embeddings`."""
-        url = channel.base_url.rstrip("/") + "/embeddings"
-        response = await self.context.http.post_streaming(url, channel.api_key, embeddings_request(job, channel))
+        """POST the `embeddings` operation; floats or base64 alike come back as `Embeddings`."""
+        url = self.endpoint(job, channel, "embeddings")
+        body = embeddings_request(job, channel)
+        response = await self.context.http.post_streaming(url, channel.api_key, body, auth_headers=self.auth_headers(channel))
         try:
             if response.status >= 400:
                 raise await http_error(response)
@@ -49,8 +58,8 @@ class OpenAIAdaptor(ChannelAdaptor):
 
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         body = convert_request(job, channel)
-        url = channel.base_url.rstrip("/") + "/chat/completions"
-        response = await self.context.http.post_streaming(url, channel.api_key, body)
+        url = self.endpoint(job, channel, "chat/completions")
+        response = await self.context.http.post_streaming(url, channel.api_key, body, auth_headers=self.auth_headers(channel))
         try:
             if response.status >= 400:
                 raise await http_error(response)

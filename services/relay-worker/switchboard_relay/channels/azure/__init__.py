@@ -1,0 +1,1 @@
+"""Azure OpenAI (`{base_url}/openai/deployments/{deployment}/chat/completions?api-version=…`)."""
