@@ -414,7 +414,8 @@ async def test_overloaded_and_refused_key_fail_over_to_the_next_channel(
     stack: Stack, fake: FakeAnthropicState, add_claude: Callable[..., dict[str, Any]]
 ) -> None:
     model = model_name()
-    refused = add_claude(model, key="sk-ant-api03-not-a-key-the-fake-knows", priority=30)
+    # A key of its own: the fake serves both stacks, and counts requests by key.
+    refused = add_claude(model, key=f"sk-ant-api03-not-a-key-{uuid.uuid4().hex}", priority=30)
     overloaded, healthy = add_claude(model, priority=20), add_claude(model, priority=10)
     token = stack.add_token()
     fake.fail(529, times=1)  # the first call that gets past the key check: the `overloaded` channel's

@@ -1,7 +1,7 @@
 """No key leaks (issue 8): one run with real-looking keys, every API response and every log line searched.
 
 On the distributed stack, with upstream keys shaped like real ones (`sk-proj-…` and `sk-ant-…`
-on OpenAI-compatible channels, `app-…` on Dify channels, `dataset-…` on a knowledge target)
+on OpenAI-compatible channels, `sk-ant-…` on an anthropic channel, `app-…` on Dify channels, `dataset-…` on a knowledge target)
 and client keys issued by the admin API, the run saves channels, calls chat successfully
 and unsuccessfully (upstream errors that echo the key whole: before the answer, mid-stream,
 as Dify error events and failed workflows, in a Dify channel's `/info` answer), reads the
@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from harness.stack import Stack
+from tests.fakes.anthropic_server import FakeAnthropicState, run_fake_anthropic
 from tests.fakes.dify_knowledge_server import FakeKnowledgeState
 from tests.fakes.dify_server import DifyError, FakeDifyState, RawAnswer, Script, run_fake_dify
 from tests.fakes.openai_server import FakeOpenAIState, run_fake_openai
@@ -42,17 +43,18 @@ def _random(n: int, alphabet: str = _ALPHABET) -> str:
 
 # Upstream keys as their services issue them.
 OPENAI_KEY = "sk-proj-" + _random(40, _ALPHABET + "-_") + "T3BlbkFJ" + _random(40, _ALPHABET + "-_")
-ANTHROPIC_KEY = "sk-ant-api03-" + _random(86, _ALPHABET + "-_") + "AA"
+ANTHROPIC_KEY = "sk-ant-api03-" + _random(86, _ALPHABET + "-_") + "AA"  # behind an OpenAI-compatible proxy
+CLAUDE_KEY = "sk-ant-api03-" + _random(86, _ALPHABET + "-_") + "AA"  # on an anthropic channel
 DIFY_KEY = "app-" + _random(24)
 DIFY_WORKFLOW_KEY = "app-" + _random(24)
 DIFY_INFO_KEY = "app-" + _random(24)
 DATASET_KEY = "dataset-" + _random(24)
-UPSTREAM_KEYS = [OPENAI_KEY, ANTHROPIC_KEY, DIFY_KEY, DIFY_WORKFLOW_KEY, DIFY_INFO_KEY, DATASET_KEY]
+UPSTREAM_KEYS = [OPENAI_KEY, ANTHROPIC_KEY, CLAUDE_KEY, DIFY_KEY, DIFY_WORKFLOW_KEY, DIFY_INFO_KEY, DATASET_KEY]
 # A client key that looks real but is nobody's.
 WRONG_CLIENT_KEY = "sk-" + _random(48)
 
 SUFFIX = uuid.uuid4().hex[:8]
-OPENAI_MODEL, ANTHROPIC_MODEL = f"leak-gpt-{SUFFIX}", f"leak-claude-{SUFFIX}"
+OPENAI_MODEL, ANTHROPIC_MODEL, CLAUDE_MODEL = f"leak-gpt-{SUFFIX}", f"leak-proxy-{SUFFIX}", f"leak-claude-{SUFFIX}"
 FRAGMENT = 12  # no piece of a key this long may show (masks show 4 + 4 characters)
 
 
@@ -115,15 +117,17 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def fakes() -> Iterator[tuple[tuple[str, FakeOpenAIState], tuple[str, FakeOpenAIState], tuple[str, FakeDifyState]]]:
-    """Upstreams that require the real-looking keys: an OpenAI-like one each for sk-proj and sk-ant, and a Dify."""
+def fakes() -> Iterator[tuple[Any, ...]]:
+    """Upstreams that require the real-looking keys: an OpenAI-like one each for sk-proj and sk-ant, an
+    Anthropic Messages API, and a Dify."""
     dify = FakeDifyState()
     with (
         run_fake_openai(FakeOpenAIState(api_key=OPENAI_KEY)) as openai_fake,
         run_fake_openai(FakeOpenAIState(api_key=ANTHROPIC_KEY)) as anthropic_fake,
+        run_fake_anthropic(FakeAnthropicState(keys={CLAUDE_KEY})) as claude_fake,
         run_fake_dify(dify) as dify_url,
     ):
-        yield openai_fake, anthropic_fake, (dify_url, dify)
+        yield openai_fake, anthropic_fake, (dify_url, dify), claude_fake
 
 
 def echo(key: str) -> str:
@@ -135,7 +139,7 @@ def test_no_key_in_any_response_or_log_line(
     distributed_stack: Stack, fakes: Any, knowledge_fake: tuple[str, FakeKnowledgeState]
 ) -> None:
     stack = distributed_stack
-    (openai_url, openai_state), (anthropic_url, anthropic_state), (dify_url, dify) = fakes
+    (openai_url, openai_state), (anthropic_url, anthropic_state), (dify_url, dify), (claude_url, claude) = fakes
     run = Run(stack)
 
     # --- channels saved, changed and read back -------------------------------------------------
@@ -154,6 +158,7 @@ def test_no_key_in_any_response_or_log_line(
     for name, fields in {
         "openai": {"type": "openai", "base_url": openai_url, "api_key": OPENAI_KEY, "models": [OPENAI_MODEL]},
         "anthropic": {"type": "openai", "base_url": anthropic_url, "api_key": ANTHROPIC_KEY, "models": [ANTHROPIC_MODEL]},
+        "claude": {"type": "anthropic", "base_url": claude_url, "api_key": CLAUDE_KEY, "models": [CLAUDE_MODEL]},
         "dify": {"type": "dify", "base_url": dify_url, "api_key": DIFY_KEY, "models": []},
         "workflow": {"type": "dify", "base_url": dify_url, "api_key": DIFY_WORKFLOW_KEY, "models": []},
         "info": {"type": "dify", "base_url": dify_url, "api_key": DIFY_INFO_KEY, "models": [f"leak-info-{SUFFIX}"]},
@@ -204,6 +209,7 @@ def test_no_key_in_any_response_or_log_line(
         assert run.chat("openai ok, rotated key", rotated["key"], OPENAI_MODEL, stream=stream).status == 200
         assert run.chat("old key after rotation", first_rotated["key"], OPENAI_MODEL, stream=stream, billed=False).status == 401
         assert run.chat("anthropic-shaped ok", client_key, ANTHROPIC_MODEL, stream=stream).status == 200
+        assert run.chat("anthropic channel ok", client_key, CLAUDE_MODEL, stream=stream).status == 200
         assert run.chat("dify ok", client_key, f"leak-dify-{SUFFIX}", stream=stream).status == 200
         assert run.chat("unknown client key", WRONG_CLIENT_KEY, OPENAI_MODEL, stream=stream, billed=False).status == 401
     failures: list[tuple[str, FakeOpenAIState, str, int, str]] = [
@@ -238,6 +244,23 @@ def test_no_key_in_any_response_or_log_line(
             state.raw_stream = None
         assert seen.status == 200 and "partial" in seen.body and "[DONE]" in seen.body, seen.body
         assert "Incorrect API key provided: ***" in seen.body, seen.body
+    # The anthropic channel: HTTP errors and an `error` stream event whose message repeats the key.
+    claude.error_message = echo(CLAUDE_KEY)
+    try:
+        for status in (400, 401, 500, 529):
+            claude.fail(status)
+            for stream in (False, True):
+                seen = run.chat(f"anthropic {status} echoing the key", client_key, CLAUDE_MODEL, stream=stream)
+                assert seen.status >= 400, seen.body
+                assert "refused this channel's credentials" in seen.body or "Incorrect API key provided: ***" in seen.body, (
+                    seen.body
+                )
+            claude.fail_status = None
+        claude.stream_error = "api_error"
+        seen = run.chat("anthropic error event echoing the key", client_key, CLAUDE_MODEL, stream=True)
+        assert "Incorrect API key provided: ***" in seen.body, seen.body
+    finally:
+        claude.fail_status, claude.stream_error, claude.error_message = None, None, None
     # Dify: an HTTP error, an error event after part of the answer, a failed workflow, a tool echoing the key.
     dify_model, flow_model = f"leak-dify-{SUFFIX}", f"leak-flow-{SUFFIX}"
     for what, script in (
@@ -344,6 +367,7 @@ def _channel_keys() -> dict[str, str]:
     return {
         "openai": OPENAI_KEY,
         "anthropic": ANTHROPIC_KEY,
+        "claude": CLAUDE_KEY,
         "dify": DIFY_KEY,
         "workflow": DIFY_WORKFLOW_KEY,
         "info": DIFY_INFO_KEY,

@@ -24,7 +24,8 @@ each as ``event: <type>`` plus ``data: <json>``.
 
 Knobs (`FakeAnthropicState`): `fail(status, times)` answers an error of the matching type;
 `stream_error` sends an `error` event (e.g. `overloaded_error`) right after `message_start`;
-`cache_read_tokens` reports that many input tokens as read from the prompt cache.
+`cache_read_tokens` reports that many input tokens as read from the prompt cache; `error_message`
+replaces the message of both (e.g. one that echoes a key, as proxies in front of the API do).
 
 ``with run_fake_anthropic() as (base_url, state): ...`` (``base_url`` ends in ``/v1``).
 """
@@ -95,6 +96,7 @@ class FakeAnthropicState:
     failures_served: int = 0
     stream_error: str | None = None  # an error event type sent after message_start
     cache_read_tokens: int = 0
+    error_message: str | None = None  # the message of forced failures and stream errors
     requests: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -267,7 +269,7 @@ def create_anthropic_app(state: FakeAnthropicState) -> Starlette:
         if not request.headers.get("anthropic-version"):
             return error_response(400, "anthropic-version: header is required")
         if (status := state.take_failure()) is not None:
-            return error_response(status, "Overloaded" if status == 529 else f"fake failure {status}")
+            return error_response(status, state.error_message or ("Overloaded" if status == 529 else f"fake failure {status}"))
         if body is None:
             return error_response(400, "There was an error parsing the body of your request")
         try:
@@ -330,7 +332,9 @@ def _answer(body: dict[str, Any], turns: list[list[dict[str, Any]]], serial: int
     if not body.get("stream"):
         return Response(orjson.dumps(message), media_type="application/json")
     return StreamingResponse(
-        _stream(message, state.stream_error), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        _stream(message, state.stream_error, state.error_message),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
     )
 
 
@@ -338,16 +342,14 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
 
 
-async def _stream(message: dict[str, Any], stream_error: str | None) -> AsyncIterator[bytes]:
+async def _stream(message: dict[str, Any], stream_error: str | None, error_message: str | None = None) -> AsyncIterator[bytes]:
     """The Messages stream of `message`, event by event, as the real API sends it."""
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
     yield _event("message_start", {"message": start})
     if stream_error is not None:
-        yield _event(
-            "error",
-            {"error": {"type": stream_error, "message": "Overloaded" if stream_error == "overloaded_error" else stream_error}},
-        )
+        text = error_message or ("Overloaded" if stream_error == "overloaded_error" else stream_error)
+        yield _event("error", {"error": {"type": stream_error, "message": text}})
         return
     yield _event("ping", {})
     for index, block in enumerate(message["content"]):
