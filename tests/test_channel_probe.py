@@ -17,11 +17,17 @@ import httpx
 import pytest
 
 from harness.stack import Stack
+from tests.fakes.anthropic_server import run_fake_anthropic
 from tests.fakes.dify_server import HANG, FakeDifyState, RawAnswer, run_fake_dify
-from tests.helpers import TIMEOUT, assert_openai_error
+from tests.fakes.gemini_server import DEFAULT_API_KEY as GEMINI_KEY
+from tests.fakes.gemini_server import run_fake_gemini
+from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState
+from tests.helpers import DEFAULT_MODEL, OTHER_MODEL, TIMEOUT, assert_openai_error
 
 #: SB_CHANNEL_PROBE_TIMEOUT_SECONDS of the shared stacks (the default).
 PROBE_TIMEOUT = 3.0
+#: SB_PICKUP_TIMEOUT_SECONDS of the stack without a relay worker (conftest's `no-worker`).
+PICKUP_TIMEOUT_IDLE = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +166,121 @@ async def test_a_patch_probes_with_no_transaction_open(distributed_stack: Stack,
     assert body["options"] == {"memory": "conversation"}
     assert f"did not answer within {PROBE_TIMEOUT:g}s" in body["info"]["error"], body["info"]
     assert json.dumps(body).count(key) == 0
+
+
+def test_without_a_relay_worker_a_check_is_a_quick_503(idle_stack: Stack, dify: tuple[str, FakeDifyState]) -> None:
+    base_url, state = dify
+    key, _ = register(state, {})
+    fields = {"type": "dify", "base_url": base_url, "api_key": key}
+    with idle_stack.admin() as admin:
+        primary = next(c for c in admin.get("/api/channels").json()["data"] if c["name"] == "primary")
+        answers = []
+        for call in (
+            lambda: admin.post("/api/channels", json={**fields, "name": "no-worker", "models": []}),
+            lambda: admin.post("/api/channels", json={**fields, "name": "no-worker-m", "models": ["no-worker-model"]}),
+            lambda: admin.post(f"/api/channels/{primary['id']}/test"),
+        ):
+            started = time.monotonic()
+            answers.append((call(), time.monotonic() - started))
+        names = [c["name"] for c in admin.get("/api/channels").json()["data"]]
+    for response, elapsed in answers:
+        error = assert_openai_error(response, 503, "no_worker_available")
+        assert "relay worker" in error["message"], error
+        # The pickup timeout ended it (1 s on this stack, as for a chat job nobody takes).
+        assert PICKUP_TIMEOUT_IDLE - 0.1 <= elapsed < PICKUP_TIMEOUT_IDLE + 2.0, elapsed
+    assert "no-worker" not in names and "no-worker-m" not in names
+    with state.lock:
+        assert not any(r.headers.get("authorization") == f"Bearer {key}" for r in state.requests), "the edge called Dify itself"
+
+
+def test_channel_test_makes_one_small_call_through_the_worker(
+    stack: Stack, upstream: tuple[str, FakeOpenAIState], dify: tuple[str, FakeDifyState]
+) -> None:
+    openai_url, openai_state = upstream
+    dify_url, dify_state = dify
+    dify_key, _ = register(dify_state, {})
+    wrong_key = f"sk-{uuid.uuid4().hex}{uuid.uuid4().hex[:8]}"
+    marker = f"tested-{uuid.uuid4().hex[:8]}"
+    openai = {"type": "openai", "base_url": openai_url, "api_key": DEFAULT_API_KEY}
+    with stack.admin() as admin:
+        ids = {
+            name: admin.post("/api/channels", json={"name": f"{marker}-{name}", **body}).json()["id"]
+            for name, body in {
+                "good": {**openai, "models": [DEFAULT_MODEL, OTHER_MODEL]},
+                "listing": {**openai, "models": []},
+                "wrong-key": {**openai, "api_key": wrong_key, "models": [DEFAULT_MODEL]},
+                "dead": {**openai, "base_url": "http://127.0.0.1:9/v1", "models": [DEFAULT_MODEL]},
+                "dify": {"type": "dify", "base_url": dify_url, "api_key": dify_key, "models": []},
+            }.items()
+        }
+        before = len(openai_state.snapshot("/v1/chat/completions"))
+        results = {name: admin.post(f"/api/channels/{channel_id}/test") for name, channel_id in ids.items()}
+        chosen = admin.post(f"/api/channels/{ids['good']}/test", json={"model": OTHER_MODEL})
+        with dify_state.lock:
+            dify_state.apps[dify_key].info_answer = HANG
+        hanging = admin.post(f"/api/channels/{ids['dify']}/test")
+        missing = admin.post("/api/channels/999999999/test")
+        bad_body = admin.post(f"/api/channels/{ids['good']}/test", json={"model": 5})
+    bodies = {name: response.json() for name, response in results.items()}
+    for name, response in results.items():
+        assert response.status_code == 200, (name, response.text)
+        assert set(bodies[name]) == {"ok", "latency_ms", "error"}, bodies[name]
+        assert isinstance(bodies[name]["latency_ms"], int) and bodies[name]["latency_ms"] >= 0, bodies[name]
+    for name in ("good", "listing", "dify"):
+        assert bodies[name] == {**bodies[name], "ok": True, "error": None}, (name, bodies[name])
+    assert bodies["wrong-key"]["ok"] is False and "HTTP 401" in bodies["wrong-key"]["error"], bodies["wrong-key"]
+    assert bodies["dead"]["ok"] is False and "unreachable" in bodies["dead"]["error"], bodies["dead"]
+    assert_no_key(results["wrong-key"].text, wrong_key)
+    assert chosen.status_code == 200 and chosen.json()["ok"] is True, chosen.text
+    assert hanging.status_code == 200 and hanging.json()["ok"] is False, hanging.text
+    assert f"did not answer within {PROBE_TIMEOUT:g}s" in hanging.json()["error"]
+    assert_openai_error(missing, 404, "channel_not_found")
+    assert_openai_error(bad_body, 400)
+    # The calls the tests made upstream: one-token chats, with the channel's first model or the one asked for.
+    calls = [
+        r.json
+        for r in openai_state.snapshot("/v1/chat/completions")[before:]
+        if r.headers.get("authorization") == f"Bearer {DEFAULT_API_KEY}"
+    ]
+    tests = [c for c in calls if c and c.get("max_tokens") == 1 and c.get("messages") == [{"role": "user", "content": "ping"}]]
+    assert sorted(c["model"] for c in tests) == sorted([DEFAULT_MODEL, OTHER_MODEL]), calls
+    assert any(r.path == "/v1/models" for r in openai_state.snapshot()), "a channel without models lists them"
+
+
+def test_every_kind_is_tested_with_its_own_api(stack: Stack) -> None:
+    """Anthropic and Gemini channels are tested with a one-token call in their own API (the default check)."""
+    with run_fake_anthropic() as (anthropic_url, anthropic_state), run_fake_gemini() as (gemini_url, gemini_state):
+        claude_key = anthropic_state.add_key()
+        channels = {
+            "anthropic": {
+                "type": "anthropic",
+                "base_url": anthropic_url,
+                "api_key": claude_key,
+                "options": {"model_mapping": {"claude-test": "claude-sonnet-4-5"}},
+                "models": ["claude-test"],
+            },
+            "gemini": {
+                "type": "gemini",
+                "base_url": gemini_url,
+                "api_key": GEMINI_KEY,
+                "options": {"model_mapping": {"gem-test": "gemini-2.5-flash"}},
+                "models": ["gem-test"],
+            },
+        }
+        wrong = {"anthropic": f"sk-ant-api03-{uuid.uuid4().hex}", "gemini": f"AIzaSy{uuid.uuid4().hex}"}
+        with stack.admin() as admin:
+            results = {}
+            for kind, body in channels.items():
+                good = admin.post("/api/channels", json={"name": f"test-{kind}", **body}).json()
+                bad = admin.post("/api/channels", json={"name": f"test-{kind}-bad", **body, "api_key": wrong[kind]}).json()
+                results[kind] = admin.post(f"/api/channels/{good['id']}/test").json()
+                results[f"{kind}-bad"] = admin.post(f"/api/channels/{bad['id']}/test")
+                for channel in (good, bad):
+                    admin.delete(f"/api/channels/{channel['id']}")
+        gemini_calls = [r.path for r in gemini_state.snapshot()]
+    for kind in channels:
+        assert results[kind]["ok"] is True and results[kind]["error"] is None, (kind, results[kind])
+        refused = results[f"{kind}-bad"]
+        assert refused.status_code == 200 and refused.json()["ok"] is False and refused.json()["error"], (kind, refused.text)
+        assert_no_key(refused.text, wrong[kind])
+    assert any(path.endswith("/models/gemini-2.5-flash:generateContent") for path in gemini_calls), gemini_calls

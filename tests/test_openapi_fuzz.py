@@ -30,6 +30,7 @@ BODIES = {
     ("post", "/v1/embeddings"): "EmbeddingRequest",
     ("post", "/api/channels"): "ChannelCreate",
     ("patch", "/api/channels/{channel_id}"): "ChannelUpdate",
+    ("post", "/api/channels/{channel_id}/test"): "ChannelTest",
     ("post", "/api/tokens"): "TokenCreate",
     ("patch", "/api/tokens/{token_id}"): "TokenUpdate",
     ("post", "/api/prices"): "PriceSet",

@@ -17,6 +17,10 @@ CHANNEL_FAMILIES: dict[str, str] = {
     "azure": "openai",
 }
 
+#: Channel types whose adaptor learns facts from the upstream when the channel is saved (stored in
+#: `channels.info`; a channel without models serves the name it learns). Saving one asks a relay worker.
+LEARNS_ON_SAVE: frozenset[str] = frozenset({"dify"})
+
 
 #: channel type → the job kinds (endpoints) its adaptor serves; a type not listed serves chat only.
 #: The edge routes a job to the family of the best channel that serves its kind; the relay's

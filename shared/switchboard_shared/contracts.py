@@ -125,3 +125,34 @@ class IngestWork(BaseModel):
     job_id: int
     document_ids: list[int] = Field(min_length=1)
     published_at: datetime
+
+
+class ChannelProbeJob(BaseModel):
+    """An admin's check of a channel, for a relay worker of the channel's family (queue `probe.<family>`, live).
+
+    `info` asks the channel's adaptor for the facts it learns when a channel is saved (a Dify
+    app's name, mode and input form); `test` makes one small live call. The worker answers on
+    `reply_to` with a `started` frame, then a `result` frame whose payload is a `ChannelProbeResult`.
+    """
+
+    probe_id: str
+    action: Literal["info", "test"]
+    channel_type: str
+    base_url: str
+    api_key: str = Field(repr=False, description="Encrypted with SB_SECRET_KEY (SecretBox): never plain on the bus.")
+    models: list[str] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = Field(None, description="`test`: the model to call (default: the channel's first).")
+    timeout_seconds: float = Field(gt=0, le=60, description="The upstream's share of the check.")
+    reply_to: str
+    deadline: float = Field(description="Unix time after which nobody waits for the answer.")
+
+
+class ChannelProbeResult(BaseModel):
+    """What a channel check found: `info` (for `info`) or only `ok`; `error` never holds the key."""
+
+    probe_id: str
+    ok: bool
+    info: dict[str, Any] | None = None
+    error: str | None = None
+    latency_ms: int | None = None

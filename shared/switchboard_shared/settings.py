@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     )
     channel_probe_timeout_seconds: float = Field(
         3.0, gt=0, le=60,
-        description="Time limit of reading an upstream's facts when an admin saves a channel (a Dify app's /info and /parameters).",
+        description="Time limit of a relay worker's check of a channel for the admin API (a Dify app's /info and "
+        "/parameters on save, POST /api/channels/{id}/test); a check no worker takes in SB_PICKUP_TIMEOUT_SECONDS is a 503.",
     )
     # ≥ 1: the cache TTL is given to Redis in whole milliseconds, and 0 would mean "never expires".
     token_cache_seconds: float = Field(60.0, ge=1, le=86400)

@@ -42,14 +42,15 @@ _BAD_REQUEST = {
 }
 
 
-def json_body(model: type[BaseModel], *, multipart: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The `openapi_extra` of a route whose JSON body is `model` (and, with `multipart`, that form schema too)."""
+def json_body(model: type[BaseModel], *, multipart: dict[str, Any] | None = None, required: bool = True) -> dict[str, Any]:
+    """The `openapi_extra` of a route whose JSON body is `model` (and, with `multipart`, that form schema too;
+    `required=False`: the body may be left out)."""
     schema = model.model_json_schema(ref_template=_REF_TEMPLATE, mode="validation")
     schemas = {**schema.pop("$defs", {}), model.__name__: schema}
     content: dict[str, Any] = {"application/json": {"schema": {"$ref": _REF_TEMPLATE.format(model=model.__name__)}}}
     if multipart is not None:
         content["multipart/form-data"] = {"schema": multipart}
-    return {"requestBody": {"required": True, "content": content}, _SCHEMAS: schemas}
+    return {"requestBody": {"required": required, "content": content}, _SCHEMAS: schemas}
 
 
 def install_openapi(app: FastAPI) -> None:

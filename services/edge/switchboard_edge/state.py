@@ -13,6 +13,7 @@ from switchboard_shared.settings import Settings
 from .auth import AdminAuthenticator, TokenAuthenticator
 from .auth_throttle import AuthFailureThrottle
 from .catalog import ModelCatalog
+from .channel_probe import ChannelProber
 from .client_ip import ClientAddresses
 from .dispatch import JobDispatcher
 from .knowledge_events import JobEventStreams
@@ -32,6 +33,9 @@ class EdgeState:
         self.router = ReplyRouter(backends.pubsub, backends.reply_channel(self.edge_id), settings.edge_reply_buffer_frames)
         self.dispatcher = JobDispatcher(
             backends, self.router, settings.pickup_timeout_seconds, settings.reply_idle_timeout_seconds
+        )
+        self.prober = ChannelProber(
+            backends, self.router, secrets, settings.channel_probe_timeout_seconds, settings.pickup_timeout_seconds
         )
         self.catalog = ModelCatalog(db, backends)
         # One throttle for client and admin keys: a guesser is counted once, whichever it tries.

@@ -27,11 +27,14 @@ from .channels.upstream_http import UpstreamClient
 from .frames import FrameSender
 from .job_claims import JobClaims
 from .job_runner import JobProgress, JobRunner
+from .probes import ProbeRunner
 
 log = logging.getLogger(__name__)
 
 # How many cancelled request ids to remember for jobs not yet picked up.
 _CANCEL_MEMORY = 10_000
+# Channel checks (admin saves and tests) one worker runs at once per family: rare, and bounded in time.
+_PROBE_CONCURRENCY = 8
 
 
 class RelayWorker:
@@ -62,9 +65,9 @@ class RelayWorker:
         )
         # A redelivered job can start only before its pickup deadline: the marks need not outlive that.
         self.claims = JobClaims(backends.kv, backends.redis_prefix, 2 * settings.pickup_timeout_seconds)
-        self.runner = JobRunner(
-            ChannelDirectory(db, secrets), PriceBook(db), build_adaptors(context), settings.relay_max_attempts
-        )
+        adaptors = build_adaptors(context)
+        self.runner = JobRunner(ChannelDirectory(db, secrets), PriceBook(db), adaptors, settings.relay_max_attempts)
+        self.probes = ProbeRunner(adaptors, secrets, backends.pubsub, self.worker_id)
 
     async def start(self) -> None:
         """Subscribe to cancels and start consuming every configured family."""
@@ -73,6 +76,9 @@ class RelayWorker:
             consumer = await self.backends.bus.consume(self.backends.queues.chat(family), self.settings.relay_concurrency)
             self._consumers.append(consumer)
             self._loops.append(asyncio.create_task(self._consume(consumer), name=f"relay-{family}"))
+            probes = await self.backends.bus.consume(self.backends.queues.probe(family), _PROBE_CONCURRENCY)
+            self._consumers.append(probes)
+            self._loops.append(asyncio.create_task(self._consume_probes(probes), name=f"probe-{family}"))
         self._loops.append(asyncio.create_task(self._keepalive(), name="relay-keepalive"))
         log.info("relay worker started", extra={"worker_id": self.worker_id, "families": self.settings.families})
 
@@ -110,6 +116,12 @@ class RelayWorker:
         async for delivery in consumer:
             task = asyncio.create_task(self._handle(delivery))
             self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
+
+    async def _consume_probes(self, consumer: Consumer) -> None:
+        async for delivery in consumer:
+            task = asyncio.create_task(self.probes.handle(delivery))
+            self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _keepalive(self) -> None:

@@ -31,9 +31,13 @@ class Queues:
         """Live chat jobs of one channel family (`openai`, `dify`, …)."""
         return QueueSpec(f"{self.prefix}chat.{family}", durable=False)
 
+    def probe(self, family: str) -> QueueSpec:
+        """Live channel checks (an admin saving or testing a channel) for the workers of one family."""
+        return QueueSpec(f"{self.prefix}probe.{family}", durable=False)
+
     def all(self, families: list[str]) -> list[QueueSpec]:
         """Every queue, for tooling that removes them."""
-        return [self.usage, self.ingest, *(self.chat(f) for f in families)]
+        return [self.usage, self.ingest, *(self.chat(f) for f in families), *(self.probe(f) for f in families)]
 
 
 __all__ = ["Bus", "Consumer", "Delivery", "DeliveryLost", "QueueSpec", "Queues", "bus_from_url"]

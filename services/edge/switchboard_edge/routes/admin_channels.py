@@ -14,10 +14,9 @@ from switchboard_shared.db import Channel
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
-from ..channel_probe import probe_channel
 from ..errors import validation_error
 from ..openapi_bodies import json_body
-from ..schemas.admin import ChannelCreate, ChannelOut, ChannelUpdate
+from ..schemas.admin import ChannelCreate, ChannelOut, ChannelTest, ChannelTestResult, ChannelUpdate
 from .deps import edge_of, get_or_404, json_object, require_admin
 from .validation import parse
 
@@ -56,9 +55,7 @@ async def create_channel(request: Request) -> ChannelOut:
         **{**data.model_dump(), "base_url": str(data.base_url).rstrip("/"), "api_key": edge.secrets.encrypt(data.api_key)}
     )
     # Probed before the transaction: the upstream may take seconds.
-    channel.info = await probe_channel(
-        channel.type, channel.base_url, data.api_key, channel.models, timeout=edge.settings.channel_probe_timeout_seconds
-    )
+    channel.info = await edge.prober.learn(channel.type, channel.base_url, data.api_key, channel.models, channel.options)
     async with edge.db.session() as session, session.begin():
         session.add(channel)
     await edge.catalog.changed()
@@ -101,10 +98,10 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             current = await get_or_404(session, Channel, channel_id)
             basis = _probe_basis(current)
             key = new_key if new_key is not None else _stored_key(current, edge.secrets)
-            target = {field: changes.get(field, getattr(current, field)) for field in ("type", "base_url", "models")}
-        info = await probe_channel(
-            target["type"], target["base_url"], key, target["models"], timeout=edge.settings.channel_probe_timeout_seconds
-        )
+            if changes.keys() & {"type", "options"}:  # checked before the upstream is asked
+                changes["options"] = checked_options(changes.get("type", current.type), changes.get("options", current.options))
+            target = {field: changes.get(field, getattr(current, field)) for field in ("type", "base_url", "models", "options")}
+        info = await edge.prober.learn(target["type"], target["base_url"], key, target["models"], target["options"])
     if new_key is not None:
         changes["api_key"] = edge.secrets.encrypt(new_key)
     async with edge.db.session() as session, session.begin():
@@ -113,8 +110,6 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             raise OpenAIError(
                 409, "The channel was changed by someone else while it was being checked; retry.", code="channel_changed"
             )
-        if changes.keys() & {"type", "options"}:
-            changes["options"] = checked_options(changes.get("type", channel.type), changes.get("options", channel.options))
         for field, value in changes.items():
             setattr(channel, field, value)
         if probed:
@@ -155,6 +150,21 @@ def _stored_key(channel: Channel, secrets: SecretBox) -> str:
             code="api_key_undecryptable",
             param="api_key",
         ) from None
+
+
+@router.post("/{channel_id}/test", openapi_extra=json_body(ChannelTest, required=False))
+async def test_channel(channel_id: int, request: Request) -> ChannelTestResult:
+    """One small live call through the channel, made by a relay worker (a body with `model` is optional)."""
+    edge = edge_of(request)
+    data = parse(ChannelTest, await json_object(request)) if await request.body() else ChannelTest()
+    async with edge.db.session() as session:
+        channel = await get_or_404(session, Channel, channel_id)
+        key = _stored_key(channel, edge.secrets)
+    # The session is closed: the upstream's time is spent with no database connection held.
+    result = await edge.prober.test(
+        channel.type, channel.base_url, key, list(channel.models or ()), dict(channel.options or {}), data.model
+    )
+    return ChannelTestResult(ok=result.ok, latency_ms=result.latency_ms, error=result.error)
 
 
 @router.delete("/{channel_id}")

@@ -132,6 +132,20 @@ class ChannelOut(BaseModel):
     created_at: datetime
 
 
+class ChannelTest(StorableBody):
+    """`POST /api/channels/{id}/test` (the body is optional)."""
+
+    model: str | None = Field(None, min_length=1, max_length=256, description="The model to try; default: the channel's first.")
+
+
+class ChannelTestResult(BaseModel):
+    """What a channel test found; `error` (the upstream's words, the key removed) when it failed."""
+
+    ok: bool
+    latency_ms: int | None = Field(description="The upstream's time for the test call, in milliseconds.")
+    error: str | None
+
+
 _LIMIT = Field(None, ge=1, le=INT32_MAX)
 BudgetPeriodField = Literal["daily", "weekly", "monthly"] | None
 

@@ -12,6 +12,7 @@ its method.
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -146,6 +147,36 @@ class ChannelAdaptor(ABC):
     def serves(self, job: ChatJob, channel: ChannelConfig) -> bool:
         """Whether this adaptor can serve `job`'s kind on `channel` (an adaptor may narrow this per channel)."""
         return job.kind in self.kinds()
+
+    async def app_info(self, channel: ChannelConfig) -> dict[str, Any] | None:
+        """Facts about the upstream to store in `channels.info` when the channel is saved (None: none to learn).
+
+        Kinds that learn something are listed in `shared/channel_types.py` `LEARNS_ON_SAVE`.
+        Raises `UpstreamError` when the upstream cannot tell (the caller redacts and bounds it in time).
+        """
+        return None
+
+    async def check(self, channel: ChannelConfig, model: str | None) -> None:
+        """One small live call proving the channel answers (`POST /api/channels/{id}/test`); `UpstreamError` if not.
+
+        By default a one-token chat ("ping") with `model`, else the channel's first model, through
+        `events()` like any job: every kind gets a test from its own request and answer mapping.
+        """
+        name = model or next(iter(channel.models), None)
+        if name is None:
+            raise UpstreamError(400, "the channel has no models to test with; give 'model'", code="model_required")
+        job = ChatJob(
+            request_id=f"check-{uuid.uuid4().hex}",
+            token_id=None,
+            end_user="switchboard-channel-test",
+            model=name,
+            body={"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+            stream=False,
+            reply_to="",
+            pickup_deadline=0.0,
+        )
+        async for _ in self.events(job, channel):
+            pass
 
 
 #: job kind → the optional adaptor method that serves it.

@@ -149,6 +149,22 @@ class UpstreamClient:
             raise transport_error(exc) from exc
         return UpstreamResponse(response, self._max_message_bytes)
 
+    async def get(self, url: str, api_key: str, max_bytes: int) -> tuple[int, str, bytes]:
+        """A small GET with the channel's key (e.g. an app's facts): status, content type and body.
+
+        A body over `max_bytes` is an error: what answers so much is not the API we expect.
+        """
+        try:
+            async with self.session.get(url, headers={"Authorization": f"Bearer {api_key}"}) as response:
+                body = await UpstreamResponse(response, self._max_message_bytes).read_limited(max_bytes + 1)
+                content_type = response.headers.get("Content-Type", "")
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc) from exc
+        if len(body) > max_bytes:
+            raise UpstreamError(502, f"the upstream's answer to GET {url.rsplit('/', 1)[-1]} is larger than {max_bytes} bytes",
+                                code="upstream_response_too_large")
+        return response.status, content_type, body
+
     async def post_json(self, url: str, api_key: str, body: dict[str, Any], timeout: float) -> int:
         """A small POST whose answer only matters by status (e.g. a stop request)."""
         headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}

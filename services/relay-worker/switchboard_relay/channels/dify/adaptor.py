@@ -25,6 +25,7 @@ from ..errors import invalid_response
 from ..sse import iter_sse_data
 from . import zero_width
 from .app_form import CHAT_MODES, app_mode, query_input, system_input
+from .app_info import read_app_info
 from .errors import http_error
 from .files import check_app_accepts, collect_files, to_dify_files
 from .memory import ConversationMemory, ConversationPlan, dify_user, owner_of
@@ -67,6 +68,14 @@ class DifyAdaptor(ChannelAdaptor):
 
     def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         return self._events(job, channel)
+
+    async def app_info(self, channel: ChannelConfig) -> dict[str, Any]:
+        """The app's name, mode and input form (`/info`, `/parameters`)."""
+        return await read_app_info(self.context.http, channel.base_url, channel.api_key)
+
+    async def check(self, channel: ChannelConfig, model: str | None) -> None:
+        """Reading the app's facts proves the URL and the key, and costs the app nothing (one app: `model` is moot)."""
+        await read_app_info(self.context.http, channel.base_url, channel.api_key)
 
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         messages: list[dict[str, Any]] = job.body["messages"]

@@ -24,6 +24,8 @@ from ..upstream_http import UpstreamResponse
 from .answer import StreamToolCalls, text_or_none, tool_calls_of, usage_of
 from .embeddings import embeddings_of, embeddings_request
 
+#: What is read of a check's `/models` list.
+_CHECK_BODY_BYTES = 4 * 1024 * 1024
 # Fields of ours that no upstream should see.
 _GATEWAY_FIELDS = ("dify",)
 
@@ -55,6 +57,17 @@ class OpenAIAdaptor(ChannelAdaptor):
             return embeddings_of(parse_object(await response.read(), "the response body"))
         finally:
             await response.close()
+
+    async def check(self, channel: ChannelConfig, model: str | None) -> None:
+        """A one-token chat (see ChannelAdaptor.check); a plain OpenAI-compatible channel without models lists
+        `/models` instead (kinds built on this one, such as Azure, have no such list at that path)."""
+        if model or channel.models or self.type != OpenAIAdaptor.type:
+            await super().check(channel, model)
+            return
+        status, _, raw = await self.context.http.get(channel.base_url.rstrip("/") + "/models", channel.api_key, _CHECK_BODY_BYTES)
+        if status >= 400:
+            raise _error_from_body(status, raw)
+        parse_object(raw, "the /models answer")
 
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         body = convert_request(job, channel)
@@ -167,10 +180,14 @@ def _error_fields(err: Any) -> tuple[str | None, str | None, str | None]:
 
 async def http_error(response: UpstreamResponse) -> UpstreamError:
     """An upstream 4xx/5xx, with the upstream's own message, code and param (JobRunner redacts the key)."""
-    raw = await response.read_limited()
+    return _error_from_body(response.status, await response.read_limited())
+
+
+def _error_from_body(status: int, raw: bytes) -> UpstreamError:
+    """An upstream 4xx/5xx from its (OpenAI-shaped, or not) error body."""
     try:
         parsed: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
         parsed = None
     message, code, param = _error_fields(parsed.get("error") if isinstance(parsed, dict) else None)
-    return http_failure(response.status, message, code=code, param=param)
+    return http_failure(status, message, code=code, param=param)
