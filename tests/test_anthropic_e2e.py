@@ -284,6 +284,30 @@ async def test_streamed_tool_call_comes_from_input_json_deltas(
     assert usage.completion_tokens == words(TOOL_PREAMBLE, '{"city": "Paris"}')
 
 
+async def test_streamed_tool_call_without_parameters_has_empty_object_arguments(
+    stack: Stack, fake: FakeAnthropicState, add_claude: Callable[..., dict[str, Any]]
+) -> None:
+    model = model_name()
+    add_claude(model)
+    token = stack.add_token()
+    clock = {"type": "function", "function": {"name": "get_time", "description": "The time now."}}
+    async with async_client(stack, token["key"]) as client:
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "what time is it?"}],
+            tools=[clock],
+            tool_choice="required",
+            stream=True,
+        )
+        _, calls, finish, _ = summarize([c async for c in stream])
+        whole = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "what time is it?"}], tools=[clock], tool_choice="required"
+        )
+    assert finish == "tool_calls" and calls[0]["name"] == "get_time"
+    assert calls[0]["arguments"] == "{}", "Anthropic streams no JSON for an empty input: clients must still get an object"
+    assert whole.choices[0].message.tool_calls[0].function.arguments == "{}"
+
+
 async def test_parallel_tool_results_go_back_in_one_user_turn(
     stack: Stack, fake: FakeAnthropicState, add_claude: Callable[..., dict[str, Any]]
 ) -> None:

@@ -13,7 +13,8 @@ Replies are deterministic: ``"echo: " + <text of the last user turn>``, plus ``"
 when that turn holds images; a last turn of tool results answers ``"echo: tool result: <text>"``.
 When tools are offered (`tool_choice` not `none`) and the last user text mentions "weather", the
 reply is a text block (``"Checking the weather."``) then a `tool_use` of the first (or the
-chosen) tool with ``{"city": "Paris"}``, stop_reason `tool_use`. `max_tokens` below the reply's
+chosen) tool with ``{"city": "Paris"}`` (``{}`` for a tool without parameters, whose stream then
+carries no JSON at all, as the real API's), stop_reason `tool_use`. `max_tokens` below the reply's
 word count cuts it (stop_reason `max_tokens`). Usage counts words: every text of the request
 (system included) as input, the reply as output.
 
@@ -298,11 +299,13 @@ def _answer(body: dict[str, Any], turns: list[list[dict[str, Any]]], serial: int
     message_id, tool_id = f"msg_fake{serial:020d}", f"toolu_fake{serial:016d}"
     blocks: list[dict[str, Any]]
     if tool_name is not None:
+        schema = next(t["input_schema"] for t in tools if t["name"] == tool_name)
+        tool_input = orjson.loads(TOOL_INPUT) if schema.get("properties") else {}  # a tool without parameters gets {}
         blocks = [
             {"type": "text", "text": TOOL_PREAMBLE},
-            {"type": "tool_use", "id": tool_id, "name": tool_name, "input": orjson.loads(TOOL_INPUT)},
+            {"type": "tool_use", "id": tool_id, "name": tool_name, "input": tool_input},
         ]
-        stop, output = "tool_use", len(TOOL_PREAMBLE.split()) + len(TOOL_INPUT.split())
+        stop, output = "tool_use", len(TOOL_PREAMBLE.split()) + (len(TOOL_INPUT.split()) if tool_input else 1)
     else:
         reply = "echo: " + ("tool result: " + " ".join(results) if results else " ".join(texts))
         if images:
@@ -360,7 +363,8 @@ async def _stream(message: dict[str, Any], stream_error: str | None, error_messa
         else:
             yield _event("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
             yield _event("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": ""}})
-            for piece in _JSON_TOKENS.findall(orjson.dumps(block["input"]).decode()):
+            # An empty input streams nothing but that first empty piece, as the real API does.
+            for piece in _JSON_TOKENS.findall(orjson.dumps(block["input"]).decode()) if block["input"] else ():
                 yield _event(
                     "content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}
                 )

@@ -131,6 +131,7 @@ class StreamTranslator:
         self.completion_tokens = 0
         self.finished = False  # message_stop arrived
         self._tool_index: dict[int, int] = {}  # content block index → tool call index
+        self._silent_tools: set[int] = set()  # tool_use blocks whose input has not streamed a byte yet
 
     def event(self, event: dict[str, Any]) -> list[UpstreamEvent]:
         """One stream event (its `data`, which names its own `type`) → events."""
@@ -155,7 +156,9 @@ class StreamTranslator:
             return [Usage(self.prompt_tokens, self.completion_tokens)]
         if kind == "error":
             raise error_of(None, event)
-        return []  # ping, content_block_stop, and event types newer than this adaptor
+        if kind == "content_block_stop":
+            return self._block_stop(event)
+        return []  # ping, and event types newer than this adaptor
 
     def _add_usage(self, raw: Any) -> None:
         """message_start carries the input count; message_delta the cumulative output count (and may restate the input)."""
@@ -180,6 +183,7 @@ class StreamTranslator:
             return [Delta(content=_string(block, "text"))]
         if kind == "tool_use":
             number = self._tool_index.setdefault(self._index(event), len(self._tool_index))
+            self._silent_tools.add(number)
             call = {
                 "index": number,
                 "id": _string(block, "id"),
@@ -205,5 +209,15 @@ class StreamTranslator:
             if number is None:
                 raise invalid_response("input_json_delta for a block that is not a tool_use")
             partial = _string(delta, "partial_json")
+            if partial:
+                self._silent_tools.discard(number)
             return [Delta(tool_calls=[{"index": number, "function": {"arguments": partial}}])] if partial else []
         return []  # signature_delta, citations_delta: nothing an OpenAI client reads
+
+    def _block_stop(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        """A tool call that took no input streams no JSON at all: its arguments are `{}`, which clients can parse."""
+        number = self._tool_index.get(self._index(event))
+        if number is None or number not in self._silent_tools:
+            return []
+        self._silent_tools.discard(number)
+        return [Delta(tool_calls=[{"index": number, "function": {"arguments": "{}"}}])]
