@@ -231,6 +231,27 @@ async def test_errors_map_and_a_refused_key_fails_over(
     assert_openai_error(post(throttled, "x"), 429)
 
 
+def test_channel_test_calls_the_deployment(
+    stack: Stack, azure: tuple[str, FakeOpenAIState], add_azure: Callable[..., dict[str, Any]]
+) -> None:
+    state = azure[1]
+    model = model_name()
+    good = add_azure(model, options={"deployments": {model: DEPLOYMENT}})
+    bad = add_azure(model, key="azure-key-the-fake-refuses-4567", options={"deployments": {model: DEPLOYMENT}})
+    before = len(state.snapshot())
+    with stack.admin() as admin:
+        passed = admin.post(f"/api/channels/{good['id']}/test")
+        refused = admin.post(f"/api/channels/{bad['id']}/test")
+    assert passed.status_code == 200 and passed.json()["ok"] is True and passed.json()["error"] is None, passed.text
+    assert refused.status_code == 200 and refused.json()["ok"] is False and "refused" in refused.json()["error"], refused.text
+    assert "azure-key-the-fake-refuses-4567" not in refused.text
+    pings = [r for r in state.snapshot()[before:] if isinstance(r.json, dict) and r.json.get("max_tokens") == 1]
+    assert [(r.path, r.query, r.headers.get("api-key")) for r in pings] == [
+        (f"/openai/deployments/{DEPLOYMENT}/chat/completions", "api-version=2024-10-21", DEFAULT_API_KEY),
+        (f"/openai/deployments/{DEPLOYMENT}/chat/completions", "api-version=2024-10-21", "azure-key-the-fake-refuses-4567"),
+    ]
+
+
 async def test_embeddings_go_to_the_deployment(
     stack: Stack, azure: tuple[str, FakeOpenAIState], add_azure: Callable[..., dict[str, Any]]
 ) -> None:
