@@ -1,4 +1,4 @@
-"""The job kinds (chat, legacy completions, embeddings) without a stack: who serves what, estimates, encodings."""
+"""The job kinds (chat, legacy completions, embeddings) without a stack: who serves what, estimates, rendering."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import orjson
 import pytest
 
 from switchboard_edge.quota_reservation import completion_budget
-from switchboard_relay.channels.base import UpstreamError, Usage
+from switchboard_relay.channels.base import Delta, UpstreamError, Usage
 from switchboard_relay.channels.openai.embeddings import embeddings_of
 from switchboard_relay.channels.registry import ADAPTORS
 from switchboard_relay.embedding_render import render_embeddings
+from switchboard_relay.legacy_render import TextChunkRenderer, TextCompletionAggregate
 from switchboard_shared.channel_types import SERVED_KINDS, serves_kind
 from switchboard_shared.contracts import JobKind
 from switchboard_shared.token_estimate import estimate_prompt_tokens
@@ -91,3 +92,32 @@ def test_a_malformed_upstream_answer_is_a_clean_502(data: object) -> None:
     with pytest.raises(UpstreamError) as failure:
         embeddings_of({"data": data})
     assert failure.value.status == 502 and failure.value.code == "upstream_invalid_response"
+
+
+def test_a_legacy_completion_reserves_a_budget_per_choice() -> None:
+    assert completion_budget({"prompt": "a", "max_tokens": 10}, 4096, "completion") == 10
+    assert completion_budget({"prompt": ["a", "b", "c"], "max_tokens": 10, "n": 2}, 4096, "completion") == 60
+    assert completion_budget({"prompt": [1, 2, 3], "max_tokens": 10}, 4096, "completion") == 10  # one token array
+    assert completion_budget({"prompt": [[1], [2]]}, 100, "completion") == 200
+
+
+def test_legacy_rendering_keeps_choices_apart_and_drops_what_it_cannot_carry() -> None:
+    aggregate, renderer = TextCompletionAggregate(), TextChunkRenderer("rid", "m")
+    deltas = [
+        Delta(content="a", index=1),
+        Delta(content="b"),
+        Delta(reasoning_content="thinking"),
+        Delta(content="c", index=1, finish_reason="length"),
+        Delta(finish_reason="stop"),
+    ]
+    chunks = [renderer.chunk(d) for d in deltas]
+    for delta in deltas:
+        aggregate.add(delta)
+    assert chunks[2] is None, "reasoning has no place in a text_completion chunk"
+    first = orjson.loads(chunks[0] or b"")
+    assert first["id"] == "cmpl-rid" and first["object"] == "text_completion"
+    assert first["choices"] == [{"text": "a", "index": 1, "logprobs": None, "finish_reason": None}]
+    whole = orjson.loads(aggregate.render("rid", "m", Usage(3, 2)))
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in whole["choices"]] == [(0, "b", "stop"), (1, "ac", "length")]
+    assert whole["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert aggregate.text() == "bac" and aggregate.has_output

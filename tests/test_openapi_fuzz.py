@@ -27,6 +27,7 @@ EXAMPLES = 20
 #: Bodies the document must describe: (method, path) → the schema component their JSON body refers to.
 BODIES = {
     ("post", "/v1/chat/completions"): "ChatCompletionRequest",
+    ("post", "/v1/completions"): "CompletionRequest",
     ("post", "/v1/embeddings"): "EmbeddingRequest",
     ("post", "/api/channels"): "ChannelCreate",
     ("patch", "/api/channels/{channel_id}"): "ChannelUpdate",

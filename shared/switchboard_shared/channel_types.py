@@ -26,9 +26,9 @@ LEARNS_ON_SAVE: frozenset[str] = frozenset({"dify"})
 #: The edge routes a job to the family of the best channel that serves its kind; the relay's
 #: adaptors implement exactly these (tests/test_job_kinds.py checks that they agree).
 SERVED_KINDS: dict[str, frozenset[JobKind]] = {
-    "openai": frozenset({"chat", "embedding"}),
-    "azure": frozenset({"chat", "embedding"}),
-    "dify": frozenset({"chat"}),
+    "openai": frozenset({"chat", "completion", "embedding"}),
+    "azure": frozenset({"chat", "completion", "embedding"}),
+    "dify": frozenset({"chat", "completion"}),  # completions on completion apps only (the adaptor checks the mode)
     "gemini": frozenset({"chat", "embedding"}),
 }
 

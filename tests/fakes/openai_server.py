@@ -1,5 +1,5 @@
 """A fake OpenAI-compatible upstream (Chat Completions, legacy Completions, Models, Embeddings),
-and Azure OpenAI's paths (``/openai/deployments/{deployment}/chat/completions`` and ``…/embeddings``,
+and Azure OpenAI's paths (``/openai/deployments/{deployment}/chat/completions``, ``…/completions`` and ``…/embeddings``,
 ``?api-version=…``, the key in an ``api-key`` header; the deployment names the model, see ``AZURE_DEPLOYMENTS``).
 
 Replies are deterministic and derived from the request, so tests can detect cross-talk:
@@ -47,6 +47,8 @@ DEFAULT_API_KEY = "sk-upstream-test"
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small")
 SYSTEM_FINGERPRINT = "fp_fake0openai"
 EMBEDDING_DIMENSIONS = 8
+#: Models the legacy completions endpoint refuses, as OpenAI does its chat models.
+_CHAT_ONLY = ("gpt-4o", "gpt-4", "gpt-5", "o1", "o3", "o4")
 _HTTP = "httptools" if importlib.util.find_spec("httptools") else "h11"
 _LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 _WORDS = re.compile(r"\s*\S+|\s+")  # pieces keep their leading whitespace, like OpenAI tokens
@@ -471,29 +473,51 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
 
     async def completions(request: Request) -> Response:
         body, err = await prologue(request)
-        if err is not None:
-            return err
+        return err or answer_completions(request, body)
+
+    async def azure_completions(request: Request) -> Response:
+        body, err = await azure_accept(request)
+        return err or answer_completions(request, body)
+
+    def answer_completions(request: Request, body: dict[str, Any]) -> Response:
+        """Legacy completions: each prompt's text is ``"echo: " + prompt`` (after the prompt itself with
+        ``echo``), cut to ``max_tokens`` words (default 16, as OpenAI) with ``finish_reason: "length"``;
+        ``n`` choices per prompt, numbered prompt by prompt."""
         if not body.get("model"):
             return _no_model()
+        if str(body["model"]).startswith(_CHAT_ONLY):
+            return _error(404, "This is a chat model and not supported in the v1/completions endpoint. "
+                               "Did you mean to use v1/chat/completions?", "model")
         prompt = body.get("prompt")
         if prompt is None:
             return _missing("prompt")
         if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
             prompt = [prompt]  # one prompt (a string or a token array)
         prompts = [p if isinstance(p, str) else "" for p in prompt]
-        texts = ["echo: " + p for p in prompts]
-        usage = _usage(sum(_words(p) for p in prompts), sum(_words(t) for t in texts))
+        limit = body.get("max_tokens", 16)
+        n = body.get("n") or 1
+        answers: list[tuple[str, str]] = []
+        completion_tokens = 0
+        for p in prompts:
+            pieces = _WORDS.findall("echo: " + p)
+            text, finish = "".join(pieces), "stop"
+            if isinstance(limit, int) and limit < len(pieces):
+                text, finish = "".join(pieces[:limit]), "length"
+            completion_tokens += n * _words(text)
+            answers.extend([((p + "\n" if body.get("echo") else "") + text, finish)] * n)
+        usage = _usage(sum(_words(p) for p in prompts), completion_tokens)
+        usage = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
         base = {"id": f"cmpl-fake{next(ids):020d}", "object": "text_completion", "created": int(time.time()),
                 "model": body["model"], "system_fingerprint": SYSTEM_FINGERPRINT}
         if not body.get("stream"):
-            return _ok({**base, "choices": [{"text": t, "index": i, "logprobs": None, "finish_reason": "stop"}
-                                            for i, t in enumerate(texts)], "usage": usage})
+            return _ok({**base, "choices": [{"text": t, "index": i, "logprobs": None, "finish_reason": f}
+                                            for i, (t, f) in enumerate(answers)], "usage": usage})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        n = chunks_for(request)
+        chunks = chunks_for(request)
 
         def frames() -> Iterator[dict[str, Any]]:
-            for i, t in enumerate(texts):
-                pieces = [(p, None) for p in _split(t, n)] + [("", "stop")]
+            for i, (t, f) in enumerate(answers):
+                pieces = [(p, None) for p in _split(t, chunks)] + [("", f)]
                 for piece, reason in pieces:
                     frame = {**base, "choices": [{"text": piece, "index": i, "logprobs": None,
                                                   "finish_reason": reason}]}
@@ -564,6 +588,7 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/openai/deployments/{deployment}/chat/completions", azure_chat_completions, methods=["POST"]),
+            Route("/openai/deployments/{deployment}/completions", azure_completions, methods=["POST"]),
             Route("/openai/deployments/{deployment}/embeddings", azure_embeddings, methods=["POST"]),
         ],
         exception_handlers={404: not_found, 405: not_found},

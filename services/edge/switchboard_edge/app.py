@@ -23,6 +23,7 @@ from .routes import (
     admin_usage,
     billing_dashboard,
     chat,
+    completions,
     embeddings,
     health,
     models,
@@ -39,7 +40,7 @@ def create_app(edge: EdgeState) -> FastAPI:
     app.state.edge = edge
     install_openapi(app)
     install_error_handlers(app)
-    routers = (chat, embeddings, models, billing_dashboard, health, admin_channels, admin_tokens, admin_prices, admin_groups, admin_usage,
+    routers = (chat, completions, embeddings, models, billing_dashboard, health, admin_channels, admin_tokens, admin_prices, admin_groups, admin_usage,
                admin_import, admin_knowledge_targets, admin_knowledge_jobs, admin_knowledge_events)
     for module in routers:
         app.include_router(module.router)

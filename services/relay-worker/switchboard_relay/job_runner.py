@@ -1,4 +1,4 @@
-"""Serving one job (chat, or embeddings): try channels in order, relay the answer, account for it."""
+"""Serving one job (chat, legacy completion or embeddings): try channels in order, relay the answer, account for it."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from .channels.base import (
 from .channels.errors import redact
 from .embedding_render import render_embeddings
 from .frames import FrameSender
+from .legacy_render import TextChunkRenderer, TextCompletionAggregate
 from .openai_render import ChunkRenderer, CompletionAggregate
 from .picker import attempt_order
 
@@ -39,7 +40,7 @@ class _Attempt:
     """What one call to one channel produced."""
 
     channel: ChannelConfig
-    aggregate: CompletionAggregate = field(default_factory=CompletionAggregate)
+    aggregate: CompletionAggregate | TextCompletionAggregate = field(default_factory=CompletionAggregate)
     usage: Usage | None = None
     first_output_at: float | None = None
 
@@ -92,7 +93,7 @@ class JobRunner:
             last_error: UpstreamError | None = None
             for channel in channels[: self._max_attempts]:
                 progress.attempts += 1
-                attempt = progress.attempt = _Attempt(channel)
+                attempt = progress.attempt = _Attempt(channel, TextCompletionAggregate() if job.kind == "completion" else CompletionAggregate())
                 sender.pending_headers.clear()  # a failed attempt's headers (e.g. its conversation id) are void
                 try:
                     await self._relay(job, attempt, sender)
@@ -137,15 +138,21 @@ class JobRunner:
         if job.kind == "embedding":
             await self._relay_embeddings(job, attempt, adaptor, sender)
             return
-        renderer = ChunkRenderer(job.request_id, job.model) if job.stream else None
-        async for event in adaptor.events(job, attempt.channel):
+        legacy = job.kind == "completion"
+        renderer: ChunkRenderer | TextChunkRenderer | None = None
+        if job.stream:
+            renderer = TextChunkRenderer(job.request_id, job.model) if legacy else ChunkRenderer(job.request_id, job.model)
+        events = adaptor.completion_events(job, attempt.channel) if legacy else adaptor.events(job, attempt.channel)
+        async for event in events:
             if isinstance(event, Delta):
                 if attempt.first_output_at is None:
                     attempt.first_output_at = time.monotonic()
                 attempt.aggregate.add(event)
                 if renderer is not None:
                     sender.relayed_tokens += estimate_text_tokens((event.content or "") + (event.reasoning_content or ""))
-                    await sender.chunk(renderer.chunk(event))
+                    payload = renderer.chunk(event)
+                    if payload is not None:  # a legacy chunk has no room for reasoning or tool calls
+                        await sender.chunk(payload)
             elif isinstance(event, Usage):
                 attempt.usage = event
             elif isinstance(event, ResponseHeaders):

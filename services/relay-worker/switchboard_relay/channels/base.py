@@ -2,12 +2,14 @@
 
 An adaptor turns a `ChatJob` into an upstream call and the upstream's answer into
 a stream of `UpstreamEvent`s. Rendering those as OpenAI chunks (or one aggregated
-completion) happens once, in `openai_render.py`, for every adaptor alike; embeddings
-come back as one `Embeddings`, rendered in `embedding_render.py`.
+completion) happens once, in `openai_render.py` (chat) and `legacy_render.py` (legacy
+completions), for every adaptor alike; embeddings come back as one `Embeddings`, rendered in
+`embedding_render.py`.
 
-Chat (`events`) is required; embeddings (`embeddings`) are optional: a kind that does not
-implement them is skipped for embedding jobs (`serves`), so adding them to a kind is adding
-its method.
+Chat (`events`) is required; legacy completions (`completion_events`) and embeddings
+(`embeddings`) are optional: a kind that does not implement one is skipped for those jobs
+(`serves`), so adding one to a kind is adding its method (and its line in
+shared/channel_types.py `SERVED_KINDS`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Delta:
     #: The content replaces everything said so far (Dify `message_replace`). A stream
     #: cannot take back what it sent, so streaming clients see it appended.
     replace: bool = False
+    #: Which choice it belongs to: a legacy completion may answer several prompts (or `n` times); chat has one.
+    index: int = 0
 
 
 @dataclass
@@ -134,6 +138,10 @@ class ChannelAdaptor(ABC):
         an adaptor that must tell the upstream to stop does so before re-raising.
         """
 
+    def completion_events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        """Optional: a legacy completion (`job.body["prompt"]`) as events: text `Delta`s, each with its choice's `index`."""
+        raise NotImplementedError
+
     async def embeddings(self, job: ChatJob, channel: ChannelConfig) -> Embeddings:
         """Optional: the embeddings of `job.body["input"]` (raise `UpstreamError` as `events` would)."""
         raise NotImplementedError
@@ -180,7 +188,7 @@ class ChannelAdaptor(ABC):
 
 
 #: job kind → the optional adaptor method that serves it.
-_OPTIONAL: dict[str, str] = {"embedding": "embeddings"}
+_OPTIONAL: dict[str, str] = {"completion": "completion_events", "embedding": "embeddings"}
 
 
 def upstream_model(job: ChatJob, channel: ChannelConfig) -> str:

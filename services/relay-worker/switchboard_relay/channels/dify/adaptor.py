@@ -77,6 +77,25 @@ class DifyAdaptor(ChannelAdaptor):
         """Reading the app's facts proves the URL and the key, and costs the app nothing (one app: `model` is moot)."""
         await read_app_info(self.context.http, channel.base_url, channel.api_key)
 
+    def serves(self, job: ChatJob, channel: ChannelConfig) -> bool:
+        """Chat on every app; a legacy completion only on a completion app (the others hold conversations)."""
+        if job.kind == "completion":
+            return app_mode(channel) == "completion"
+        return super().serves(job, channel)
+
+    def completion_events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        """A legacy completion on a completion app: its one prompt is the query; the answer is the text."""
+        return self._completion_events(job, channel)
+
+    async def _completion_events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        prompt = legacy_prompt(job.body)
+        body = {k: v for k, v in job.body.items() if k not in ("prompt", "echo", "suffix")}
+        as_chat = job.model_copy(update={"body": {**body, "messages": [{"role": "user", "content": prompt}]}})
+        if job.body.get("echo"):
+            yield Delta(content=prompt)  # as OpenAI: the prompt, then the completion
+        async for event in self._events(as_chat, channel):
+            yield event
+
     async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
         messages: list[dict[str, Any]] = job.body["messages"]
         user = dify_user(self.context.secrets, job)
@@ -190,6 +209,22 @@ class DifyAdaptor(ChannelAdaptor):
             await self.context.http.post_json(channel.base_url.rstrip("/") + path, channel.api_key, {"user": user}, timeout=5.0)
         except UpstreamError:
             log.warning("could not stop the Dify task", extra={"task_id": task_id})
+
+
+def legacy_prompt(body: dict[str, Any]) -> str:
+    """The text of a legacy completion for a Dify app: one string prompt, one answer (400 otherwise)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise UpstreamError(
+            400, "A Dify app takes one text prompt: 'prompt' must be a string (not token arrays, not several prompts).",
+            code="invalid_request", param="prompt",
+        )
+    for name in ("n", "best_of"):
+        if body.get(name) not in (None, 1):
+            raise UpstreamError(400, f"A Dify app gives one answer: '{name}' must be 1.", code="invalid_request", param=name)
+    return prompt
 
 
 def _conversation_not_found(plan: ConversationPlan) -> UpstreamError:

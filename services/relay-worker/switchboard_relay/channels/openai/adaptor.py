@@ -1,8 +1,9 @@
-"""OpenAI-compatible channel: convert the request, call `/chat/completions`, convert the answer."""
+"""OpenAI-compatible channel: convert the request, call `/chat/completions` (or the legacy `/completions`,
+or `/embeddings`), convert the answer."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -28,6 +29,8 @@ from .embeddings import embeddings_of, embeddings_request
 _CHECK_BODY_BYTES = 4 * 1024 * 1024
 # Fields of ours that no upstream should see.
 _GATEWAY_FIELDS = ("dify",)
+#: An upstream JSON object (a stream chunk, or a whole body) → events.
+_Converter = Callable[[dict[str, Any]], list[UpstreamEvent]]
 
 
 class OpenAIAdaptor(ChannelAdaptor):
@@ -36,10 +39,15 @@ class OpenAIAdaptor(ChannelAdaptor):
     type = "openai"
 
     def events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
-        return self._events(job, channel)
+        tool_calls = StreamToolCalls()
+        return self._events(job, channel, "chat/completions", lambda chunk: convert_chunk(chunk, tool_calls), convert_completion)
+
+    def completion_events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+        """POST the legacy `completions` operation: its `text` choices as deltas numbered by `index`."""
+        return self._events(job, channel, "completions", convert_text_chunk, convert_text_completion)
 
     def endpoint(self, job: ChatJob, channel: ChannelConfig, operation: str) -> str:
-        """The URL an `operation` (`chat/completions`, `embeddings`) is POSTed to."""
+        """The URL an `operation` (`chat/completions`, `completions`, `embeddings`) is POSTed to."""
         return f"{channel.base_url.rstrip('/')}/{operation}"
 
     def auth_headers(self, channel: ChannelConfig) -> dict[str, str] | None:
@@ -69,22 +77,24 @@ class OpenAIAdaptor(ChannelAdaptor):
             raise _error_from_body(status, raw)
         parse_object(raw, "the /models answer")
 
-    async def _events(self, job: ChatJob, channel: ChannelConfig) -> AsyncIterator[UpstreamEvent]:
+    async def _events(
+        self, job: ChatJob, channel: ChannelConfig, operation: str, on_chunk: _Converter, on_body: _Converter
+    ) -> AsyncIterator[UpstreamEvent]:
+        """POST the converted request to `operation`; stream chunks (or the one body) become events."""
         body = convert_request(job, channel)
-        url = self.endpoint(job, channel, "chat/completions")
+        url = self.endpoint(job, channel, operation)
         response = await self.context.http.post_streaming(url, channel.api_key, body, auth_headers=self.auth_headers(channel))
         try:
             if response.status >= 400:
                 raise await http_error(response)
             if job.stream:
-                tool_calls = StreamToolCalls()
                 async for data in iter_sse_data(response):
                     if data == "[DONE]":
                         break
-                    for event in convert_chunk(parse_object(data, "a stream chunk"), tool_calls):
+                    for event in on_chunk(parse_object(data, "a stream chunk")):
                         yield event
             else:
-                for event in convert_completion(parse_object(await response.read(), "the response body")):
+                for event in on_body(parse_object(await response.read(), "the response body")):
                     yield event
         finally:
             await response.close()
@@ -146,6 +156,36 @@ def convert_completion(completion: dict[str, Any]) -> list[UpstreamEvent]:
     if completion.get("usage"):
         events.append(usage_of(completion["usage"]))
     return events
+
+
+def convert_text_chunk(chunk: dict[str, Any]) -> list[UpstreamEvent]:
+    """One legacy (`text_completion`) stream chunk → events."""
+    if "error" in chunk:
+        raise _error_of(chunk["error"], "upstream error", 502)
+    events: list[UpstreamEvent] = [
+        Delta(content=text_or_none(c.get("text"), "text") or None, finish_reason=_finish_reason(c), index=_index(c, i))
+        for i, c in enumerate(_choices(chunk))
+    ]
+    if chunk.get("usage"):
+        events.append(usage_of(chunk["usage"]))
+    return events
+
+
+def convert_text_completion(completion: dict[str, Any]) -> list[UpstreamEvent]:
+    """A whole legacy (`text_completion`) response → events, one delta per choice."""
+    events: list[UpstreamEvent] = [
+        Delta(content=text_or_none(c.get("text"), "text"), finish_reason=_finish_reason(c) or "stop", index=_index(c, i))
+        for i, c in enumerate(_choices(completion))
+    ]
+    if completion.get("usage"):
+        events.append(usage_of(completion["usage"]))
+    return events
+
+
+def _index(choice: dict[str, Any], position: int) -> int:
+    """A choice's `index` (its position in the list when it has none, or not a usable one)."""
+    index = choice.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 10_000 else position
 
 
 def _choices(body: dict[str, Any]) -> list[dict[str, Any]]:
