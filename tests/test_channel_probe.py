@@ -22,7 +22,7 @@ from tests.fakes.dify_server import HANG, FakeDifyState, RawAnswer, run_fake_dif
 from tests.fakes.gemini_server import DEFAULT_API_KEY as GEMINI_KEY
 from tests.fakes.gemini_server import run_fake_gemini
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState
-from tests.helpers import DEFAULT_MODEL, OTHER_MODEL, TIMEOUT, assert_openai_error
+from tests.helpers import DEFAULT_MODEL, OTHER_MODEL, TIMEOUT, assert_openai_error, query
 
 #: SB_CHANNEL_PROBE_TIMEOUT_SECONDS of the shared stacks (the default).
 PROBE_TIMEOUT = 3.0
@@ -284,3 +284,19 @@ def test_every_kind_is_tested_with_its_own_api(stack: Stack) -> None:
         assert refused.status_code == 200 and refused.json()["ok"] is False and refused.json()["error"], (kind, refused.text)
         assert_no_key(refused.text, wrong[kind])
     assert any(path.endswith("/models/gemini-2.5-flash:generateContent") for path in gemini_calls), gemini_calls
+
+
+async def test_an_error_stored_before_redaction_is_shown_without_the_key(stack: Stack, dify: tuple[str, FakeDifyState]) -> None:
+    """A row written before errors were redacted (or behind the API's back) still shows no key."""
+    base_url, state = dify
+    key, _ = register(state, {"info_answer": RawAnswer(500, b"oops")})
+    channel = stack.add_channel(name="legacy-error", type="dify", base_url=base_url, api_key=key, models=["legacy-model"])
+    stored = json.dumps({"error": f"Dify answered HTTP 401 to /info: key {key} (***{key[-6:]}) is invalid"})
+    cast = "$1::json" if stack.mode == "distributed" else "$1"
+    await query(stack, f"UPDATE channels SET info = {cast} WHERE id = $2", stored, channel["id"])
+    with stack.admin() as admin:
+        one = admin.get(f"/api/channels/{channel['id']}")
+        listed = admin.get("/api/channels")
+    assert one.status_code == 200 and "HTTP 401 to /info" in one.json()["info"]["error"], one.text
+    for text in (one.text, listed.text):
+        assert_no_key(text, key)

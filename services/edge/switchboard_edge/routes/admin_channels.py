@@ -12,6 +12,7 @@ from switchboard_shared.channel_options import options_for
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel
 from switchboard_shared.errors import OpenAIError
+from switchboard_shared.redaction import redact
 from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from ..errors import validation_error
@@ -37,12 +38,24 @@ def channel_out(channel: Channel, secrets: SecretBox) -> ChannelOut:
         weight=channel.weight,
         enabled=channel.enabled,
         options=dict(channel.options or {}),
-        info=channel.info,
+        info=_shown_info(channel, secrets),
         used_tokens=channel.used_tokens,
         spent_total=channel.spent_total,
         request_count=channel.request_count,
         created_at=channel.created_at,
     )
+
+
+def _shown_info(channel: Channel, secrets: SecretBox) -> dict[str, Any] | None:
+    """`channels.info` with its key redacted from `error` (rows saved before errors were redacted may hold it)."""
+    info = channel.info
+    if not isinstance(info, dict) or not isinstance(info.get("error"), str):
+        return info
+    try:
+        key = secrets.decrypt(channel.api_key)
+    except SecretDecryptError:
+        key = ""  # nothing to match against; masked fragments are still removed
+    return {**info, "error": redact(info["error"], key)}
 
 
 @router.post("", status_code=201, openapi_extra=json_body(ChannelCreate))
