@@ -134,6 +134,19 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, ge=1, description="The largest SSE line or non-stream body read from an upstream; larger fails the request (502)."
     )
 
+    # Channel health
+    channel_failure_threshold: int = Field(
+        5, ge=1, le=1000,
+        description="Consecutive failures (unreachable, timeout, 5xx) that disable a channel automatically.",
+    )
+    channel_probe_interval: float = Field(
+        60.0, gt=0, le=86400, description="Seconds between probes of automatically disabled channels (they come back when one answers)."
+    )
+    channel_cooldown_seconds: float = Field(
+        10.0, ge=0, le=3600,
+        description="After a failure a worker tries the channel only when no other serves the model, for this long.",
+    )
+
     # Accounting
     accounting_batch_size: int = Field(200, ge=1, le=10_000)
     accounting_batch_seconds: float = Field(0.5, gt=0, le=60)

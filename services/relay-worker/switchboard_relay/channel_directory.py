@@ -42,26 +42,30 @@ class ChannelDirectory:
             rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)))).all()
         by_model: ChannelsByModel = {}
         for row in rows:
-            try:
-                api_key = self._secrets.decrypt(row.api_key)
-            except SecretDecryptError:
-                log.error(
-                    "channel skipped: its api_key cannot be decrypted with this SB_SECRET_KEY",
-                    extra={"channel_id": row.id},
-                )
+            config = config_of(row, self._secrets)
+            if config is None:
                 continue
-            config = ChannelConfig(
-                id=row.id,
-                name=row.name,
-                type=row.type,
-                base_url=row.base_url,
-                api_key=api_key,
-                models=tuple(row.models or ()),
-                options=dict(row.options or {}),
-                info=dict(row.info or {}),
-                priority=row.priority,
-                weight=row.weight,
-            )
             for model in served_models(config.models, config.info):
                 by_model.setdefault(model, []).append(config)
         return by_model
+
+
+def config_of(row: Channel, secrets: SecretBox) -> ChannelConfig | None:
+    """A channel row as adaptors see it, its key decrypted; None (logged) when this SB_SECRET_KEY cannot."""
+    try:
+        api_key = secrets.decrypt(row.api_key)
+    except SecretDecryptError:
+        log.error("channel skipped: its api_key cannot be decrypted with this SB_SECRET_KEY", extra={"channel_id": row.id})
+        return None
+    return ChannelConfig(
+        id=row.id,
+        name=row.name,
+        type=row.type,
+        base_url=row.base_url,
+        api_key=api_key,
+        models=tuple(row.models or ()),
+        options=dict(row.options or {}),
+        info=dict(row.info or {}),
+        priority=row.priority,
+        weight=row.weight,
+    )

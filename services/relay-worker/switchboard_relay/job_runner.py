@@ -28,6 +28,7 @@ from .channels.base import (
 from .channels.errors import redact
 from .embedding_render import render_embeddings
 from .frames import FrameSender
+from .health_tracker import HealthTracker
 from .legacy_render import TextChunkRenderer, TextCompletionAggregate
 from .openai_render import ChunkRenderer, CompletionAggregate
 from .picker import attempt_order
@@ -43,6 +44,11 @@ class _Attempt:
     aggregate: CompletionAggregate | TextCompletionAggregate = field(default_factory=CompletionAggregate)
     usage: Usage | None = None
     first_output_at: float | None = None
+    began_at: float = field(default_factory=time.monotonic)
+
+    def latency_ms(self) -> int:
+        """Milliseconds from the call to its first output (or to its end, if it produced none)."""
+        return round(((self.first_output_at or time.monotonic()) - self.began_at) * 1000)
 
 
 @dataclass
@@ -69,9 +75,11 @@ class JobRunner:
     """Runs jobs for a worker: channel attempts with retry, rendering, one usage event per job."""
 
     def __init__(
-        self, directory: ChannelDirectory, prices: PriceBook, adaptors: dict[str, ChannelAdaptor], max_attempts: int
+        self, directory: ChannelDirectory, prices: PriceBook, adaptors: dict[str, ChannelAdaptor], max_attempts: int,
+        health: HealthTracker,
     ) -> None:
         self._directory = directory
+        self._health = health
         self._prices = prices
         self._adaptors = adaptors
         self._max_attempts = max_attempts
@@ -87,7 +95,7 @@ class JobRunner:
             serving = await self._directory.channels_for(job.model, job.config_version)
             if not serving:
                 raise OpenAIError(503, f"no enabled channel serves the model '{job.model}'", code="model_not_available")
-            channels = attempt_order([c for c in serving if self._serves(job, c)])
+            channels = self._health.arrange(attempt_order([c for c in serving if self._serves(job, c)]))
             if not channels:
                 raise kind_not_served(job.model, job.kind)  # the edge checks kinds; a channel may still refuse (Dify's app mode)
             last_error: UpstreamError | None = None
@@ -98,9 +106,11 @@ class JobRunner:
                 try:
                     await self._relay(job, attempt, sender)
                     last_error = None
+                    await self._health.succeeded(channel, attempt.latency_ms())
                     break
                 except UpstreamError as exc:
                     last_error = exc
+                    await self._health.failed(channel, exc)
                     log.warning(
                         "upstream failed",
                         extra={"request_id": job.request_id, "channel_id": channel.id, "status": exc.status, "code": exc.code},

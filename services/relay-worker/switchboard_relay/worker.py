@@ -13,6 +13,7 @@ from tenacity import retry, stop_after_delay, wait_exponential
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.bus import Consumer, Delivery, DeliveryLost
+from switchboard_shared.channel_types import CHANNEL_FAMILIES
 from switchboard_shared.contracts import CancelNotice, ChatJob, UsageEvent
 from switchboard_shared.db import Database
 from switchboard_shared.errors import OpenAIError
@@ -21,10 +22,12 @@ from switchboard_shared.secret_box import SecretBox
 from switchboard_shared.settings import Settings
 
 from .channel_directory import ChannelDirectory
+from .channel_prober import DisabledChannelProber
 from .channels.base import RelayContext
 from .channels.registry import build_adaptors
 from .channels.upstream_http import UpstreamClient
 from .frames import FrameSender
+from .health_tracker import HealthTracker
 from .job_claims import JobClaims
 from .job_runner import JobProgress, JobRunner
 from .probes import ProbeRunner
@@ -66,7 +69,14 @@ class RelayWorker:
         # A redelivered job can start only before its pickup deadline: the marks need not outlive that.
         self.claims = JobClaims(backends.kv, backends.redis_prefix, 2 * settings.pickup_timeout_seconds)
         adaptors = build_adaptors(context)
-        self.runner = JobRunner(ChannelDirectory(db, secrets), PriceBook(db), adaptors, settings.relay_max_attempts)
+        self.prober = DisabledChannelProber(
+            db, backends, secrets, adaptors, [t for t, f in CHANNEL_FAMILIES.items() if f in settings.families],
+            settings.channel_probe_interval, settings.channel_probe_timeout_seconds, self.worker_id,
+        )
+        self.runner = JobRunner(
+            ChannelDirectory(db, secrets), PriceBook(db), adaptors, settings.relay_max_attempts,
+            HealthTracker(backends, db, settings.channel_failure_threshold, settings.channel_cooldown_seconds),
+        )
         self.probes = ProbeRunner(adaptors, secrets, backends.pubsub, self.worker_id)
 
     async def start(self) -> None:
@@ -80,6 +90,7 @@ class RelayWorker:
             self._consumers.append(probes)
             self._loops.append(asyncio.create_task(self._consume_probes(probes), name=f"probe-{family}"))
         self._loops.append(asyncio.create_task(self._keepalive(), name="relay-keepalive"))
+        self._loops.append(asyncio.create_task(self.prober.run(), name="relay-prober"))
         log.info("relay worker started", extra={"worker_id": self.worker_id, "families": self.settings.families})
 
     async def stop(self) -> None:

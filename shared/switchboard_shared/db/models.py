@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
     func,
     true,
 )
@@ -87,6 +88,9 @@ class Channel(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     weight: Mapped[int] = mapped_column(Integer, default=1, server_default=true())
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Set when Switchboard disabled the channel (its probe may re-enable it); never for an operator's disable.
+    auto_disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     used_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     spent_total: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
     request_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

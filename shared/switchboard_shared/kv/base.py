@@ -17,6 +17,10 @@ class KeyValue(ABC):
         """Store a value, optionally expiring."""
 
     @abstractmethod
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        """Store a value only if the key holds none; whether it was stored (one of many processes wins)."""
+
+    @abstractmethod
     async def delete(self, *keys: str) -> None:
         """Remove keys."""
 

@@ -26,6 +26,12 @@ class MemoryKeyValue(KeyValue):
     async def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None:
         self._data[key] = (value, time.monotonic() + ttl_seconds if ttl_seconds else None)
 
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl_seconds)
+        return True
+
     async def delete(self, *keys: str) -> None:
         for key in keys:
             self._data.pop(key, None)

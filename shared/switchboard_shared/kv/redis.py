@@ -19,6 +19,9 @@ class RedisKeyValue(KeyValue):
     async def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None:
         await self._client.set(key, value, px=int(ttl_seconds * 1000) if ttl_seconds else None)
 
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        return bool(await self._client.set(key, value, px=max(1, int(ttl_seconds * 1000)), nx=True))
+
     async def delete(self, *keys: str) -> None:
         if keys:
             await self._client.delete(*keys)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from switchboard_shared.channel_health import ChannelHealth, forget_health, read_health
 from switchboard_shared.channel_options import options_for
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel
@@ -24,7 +25,7 @@ from .validation import parse
 router = APIRouter(prefix="/api/channels", dependencies=[Depends(require_admin)])
 
 
-def channel_out(channel: Channel, secrets: SecretBox) -> ChannelOut:
+def channel_out(channel: Channel, secrets: SecretBox, health: ChannelHealth) -> ChannelOut:
     """A channel as the admin API shows it (the key masked)."""
     return ChannelOut(
         id=channel.id,
@@ -37,6 +38,8 @@ def channel_out(channel: Channel, secrets: SecretBox) -> ChannelOut:
         priority=channel.priority,
         weight=channel.weight,
         enabled=channel.enabled,
+        disabled_reason=channel.disabled_reason,
+        health=health,
         options=dict(channel.options or {}),
         info=_shown_info(channel, secrets),
         used_tokens=channel.used_tokens,
@@ -69,10 +72,12 @@ async def create_channel(request: Request) -> ChannelOut:
     )
     # Probed before the transaction: the upstream may take seconds.
     channel.info = await edge.prober.learn(channel.type, channel.base_url, data.api_key, channel.models, channel.options)
+    if not channel.enabled:
+        channel.disabled_reason = "disabled by an operator"
     async with edge.db.session() as session, session.begin():
         session.add(channel)
     await edge.catalog.changed()
-    return channel_out(channel, edge.secrets)
+    return channel_out(channel, edge.secrets, ChannelHealth())
 
 
 @router.get("")
@@ -81,7 +86,7 @@ async def list_channels(request: Request) -> dict[str, list[ChannelOut]]:
     edge = edge_of(request)
     async with edge.db.session() as session:
         rows = (await session.scalars(select(Channel).order_by(Channel.id))).all()
-    return {"data": [channel_out(c, edge.secrets) for c in rows]}
+    return {"data": [channel_out(c, edge.secrets, await read_health(edge.backends, c.id)) for c in rows]}
 
 
 @router.get("/{channel_id}")
@@ -89,7 +94,8 @@ async def get_channel(channel_id: int, request: Request) -> ChannelOut:
     """One channel."""
     edge = edge_of(request)
     async with edge.db.session() as session:
-        return channel_out(await get_or_404(session, Channel, channel_id), edge.secrets)
+        channel = await get_or_404(session, Channel, channel_id)
+    return channel_out(channel, edge.secrets, await read_health(edge.backends, channel_id))
 
 
 @router.patch("/{channel_id}", openapi_extra=json_body(ChannelUpdate))
@@ -125,10 +131,16 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             )
         for field, value in changes.items():
             setattr(channel, field, value)
+        if "enabled" in changes:
+            # An operator's word is final: the probe re-enables only what Switchboard disabled itself.
+            channel.auto_disabled = False
+            channel.disabled_reason = None if channel.enabled else "disabled by an operator"
         if probed:
             channel.info = info
+    if changes.get("enabled"):
+        await forget_health(edge.backends, channel_id)  # a fresh start: old failures no longer count
     await edge.catalog.changed()
-    return channel_out(channel, edge.secrets)
+    return channel_out(channel, edge.secrets, await read_health(edge.backends, channel_id))
 
 
 def checked_options(channel_type: str, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -186,6 +198,7 @@ async def delete_channel(channel_id: int, request: Request) -> dict[str, object]
     edge = edge_of(request)
     async with edge.db.session() as session, session.begin():
         await session.delete(await get_or_404(session, Channel, channel_id))
+    await forget_health(edge.backends, channel_id)
     await edge.catalog.changed()
     return {"id": channel_id, "deleted": True}
 

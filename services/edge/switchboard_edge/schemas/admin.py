@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, PlainSerializer, field_validator
 
+from switchboard_shared.channel_health import ChannelHealth
 from switchboard_shared.channel_types import CHANNEL_FAMILIES
 from switchboard_shared.db import DEFAULT_GROUP
 from switchboard_shared.money import MONEY_PLACES, to_money
@@ -125,6 +126,10 @@ class ChannelOut(BaseModel):
     priority: int
     weight: int
     enabled: bool
+    disabled_reason: str | None = Field(
+        None, description="Why the channel is disabled: an operator's change, or what made Switchboard disable it."
+    )
+    health: ChannelHealth = Field(description="What the relay workers last saw of the channel (read-only).")
     options: dict[str, Any]
     info: dict[str, Any] | None
     used_tokens: int

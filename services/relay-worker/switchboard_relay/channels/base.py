@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from switchboard_shared.contracts import ChatJob, JobKind
@@ -96,18 +97,29 @@ class Embeddings:
     usage: Usage | None = None
 
 
+class ChannelFault(StrEnum):
+    """What a failure says about the channel itself (channel_health.py acts on it)."""
+
+    CREDENTIALS = "credentials"  # the upstream refused the channel's key: disabled at once
+    QUOTA = "quota"  # the channel's upstream account is out of credit: disabled at once
+    UNAVAILABLE = "unavailable"  # unreachable, timed out or failing (5xx): disabled after a run of them
+    THROTTLED = "throttled"  # rate-limited (429): cooled down, never disabled
+
+
 class UpstreamError(Exception):
     """The upstream failed; `status` and message become the client's OpenAI error.
 
     `retryable` failures that happen before the first content move on to the
-    next channel.
+    next channel. `fault` says whether the channel is to blame (None: the request is).
     """
 
     def __init__(
-        self, status: int, message: str, *, code: str | None = None, param: str | None = None, retryable: bool = False
+        self, status: int, message: str, *, code: str | None = None, param: str | None = None, retryable: bool = False,
+        fault: ChannelFault | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.retryable = status, message, code, param, retryable
+        self.fault = fault
 
 
 @dataclass

@@ -8,9 +8,9 @@ import orjson
 
 from switchboard_shared.redaction import redact
 
-from .base import UpstreamError
+from .base import ChannelFault, UpstreamError
 
-__all__ = ["RETRYABLE_STATUSES", "http_failure", "invalid_response", "parse_object", "redact", "status_for_client"]
+__all__ = ["RETRYABLE_STATUSES", "fault_of", "http_failure", "invalid_response", "parse_object", "redact", "status_for_client"]
 
 # Statuses worth trying on another channel: throttling and upstream trouble (529: Anthropic is overloaded).
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -27,6 +27,23 @@ def status_for_client(upstream_status: int) -> int:
     if upstream_status >= 500:
         return 502
     return upstream_status
+
+
+def fault_of(upstream_status: int, code: str | None = None) -> ChannelFault | None:
+    """What an upstream HTTP failure says about the channel (None: it is the request's own problem)."""
+    if upstream_status in (401, 403):
+        return ChannelFault.CREDENTIALS
+    if upstream_status == 402 or code in _QUOTA_CODES:
+        return ChannelFault.QUOTA
+    if upstream_status == 429:
+        return ChannelFault.THROTTLED
+    if upstream_status >= 500 or upstream_status in (408, 409):
+        return ChannelFault.UNAVAILABLE
+    return None
+
+
+#: Error codes upstreams use for an account out of credit.
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "provider_quota_exceeded"})
 
 
 def worth_another_channel(upstream_status: int) -> bool:
@@ -52,6 +69,7 @@ def http_failure(upstream_status: int, message: str | None, *, code: str | None 
         code=code or "upstream_error",
         param=param,
         retryable=worth_another_channel(upstream_status),
+        fault=fault_of(upstream_status, code),
     )
 
 

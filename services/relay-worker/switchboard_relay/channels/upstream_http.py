@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .base import UpstreamError
+from .base import ChannelFault, UpstreamError
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 #: What is read of an upstream's error body: its message is all we use, and the rest could be anything.
@@ -23,8 +23,14 @@ ERROR_BODY_BYTES = 64 * 1024
 def transport_error(exc: BaseException) -> UpstreamError:
     """A connection-level failure (refused, reset, cut short, timed out) as a retryable error."""
     if isinstance(exc, asyncio.TimeoutError):
-        return UpstreamError(504, f"upstream timed out ({type(exc).__name__})", code="upstream_timeout", retryable=True)
-    return UpstreamError(502, f"upstream unreachable or cut off ({type(exc).__name__})", code="upstream_unreachable", retryable=True)
+        return UpstreamError(
+            504, f"upstream timed out ({type(exc).__name__})", code="upstream_timeout", retryable=True,
+            fault=ChannelFault.UNAVAILABLE,
+        )
+    return UpstreamError(
+        502, f"upstream unreachable or cut off ({type(exc).__name__})", code="upstream_unreachable", retryable=True,
+        fault=ChannelFault.UNAVAILABLE,
+    )
 
 
 def _unread(content: aiohttp.StreamReader) -> bytes:

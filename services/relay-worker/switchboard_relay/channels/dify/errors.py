@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from ..base import UpstreamError
-from ..errors import status_for_client, worth_another_channel
+from ..base import ChannelFault, UpstreamError
+from ..errors import fault_of, status_for_client, worth_another_channel
 from ..upstream_http import UpstreamResponse
 
 # code → (status for the client, worth trying another channel)
@@ -44,7 +44,26 @@ def dify_error(code: str | None, message: str, http_status: int | None = None) -
         status, retryable = status_for_client(upstream), worth_another_channel(upstream)
     if code in ("not_chat_app", "not_workflow_app"):
         message = f"{message} (the channel's app_mode does not match the Dify app)"
-    return UpstreamError(status, message or "Dify returned an error", code=f"dify_{code}" if code else "dify_error", retryable=bool(retryable))
+    fault = _FAULTS.get(code or "")
+    if fault is None and http_status is not None:
+        fault = fault_of(http_status, code)
+    return UpstreamError(
+        status, message or "Dify returned an error", code=f"dify_{code}" if code else "dify_error", retryable=bool(retryable),
+        fault=fault,
+    )
+
+
+#: Dify error codes that say something about the channel (its app key, its model provider).
+_FAULTS: dict[str, ChannelFault] = {
+    "unauthorized": ChannelFault.CREDENTIALS,
+    "forbidden": ChannelFault.CREDENTIALS,
+    "provider_quota_exceeded": ChannelFault.QUOTA,
+    "too_many_requests": ChannelFault.THROTTLED,
+    "app_unavailable": ChannelFault.UNAVAILABLE,
+    "provider_not_initialize": ChannelFault.UNAVAILABLE,
+    "internal_server_error": ChannelFault.UNAVAILABLE,
+    "completion_request_error": ChannelFault.UNAVAILABLE,
+}
 
 
 async def http_error(response: UpstreamResponse) -> UpstreamError:

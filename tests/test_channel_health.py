@@ -1,0 +1,124 @@
+"""Channel health on the distributed stack: a failing channel cools down, is disabled after a run of
+failures (at once for a refused key) with its reason shown, and the probe brings it back when it
+heals; every client call still succeeds on the other channel; an operator's disable is never undone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.stack import Stack
+from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
+
+CHAT = "/v1/chat/completions"
+THRESHOLD = 3
+COOLDOWN_SECONDS = 1.5
+PROBE_SECONDS = 1.0
+
+
+@pytest.fixture(scope="module")
+def health_stack() -> Iterator[Stack]:
+    stack = Stack(
+        mode="distributed",
+        extra_env={
+            "SB_CHANNEL_FAILURE_THRESHOLD": str(THRESHOLD),
+            "SB_CHANNEL_COOLDOWN_SECONDS": str(COOLDOWN_SECONDS),
+            "SB_CHANNEL_PROBE_INTERVAL": str(PROBE_SECONDS),
+        },
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def two_upstreams() -> Iterator[tuple[tuple[str, FakeOpenAIState], tuple[str, FakeOpenAIState]]]:
+    with run_fake_openai(FakeOpenAIState()) as primary, run_fake_openai(FakeOpenAIState()) as backup:
+        yield primary, backup
+
+
+def _pair(stack: Stack, primary_url: str, backup_url: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    model = f"health-{uuid.uuid4().hex[:8]}"
+    primary = stack.add_channel(name="primary", type="openai", base_url=primary_url, api_key=DEFAULT_API_KEY, models=[model], priority=10)
+    backup = stack.add_channel(name="backup", type="openai", base_url=backup_url, api_key=DEFAULT_API_KEY, models=[model])
+    return model, primary, backup
+
+
+async def _call(http: httpx.AsyncClient, key: str, model: str) -> httpx.Response:
+    return await http.post(CHAT, headers={"Authorization": f"Bearer {key}"}, json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+
+
+def _channel(stack: Stack, channel_id: int) -> dict[str, Any]:
+    with stack.admin() as admin:
+        return admin.get(f"/api/channels/{channel_id}").json()
+
+
+async def test_failing_channel_cools_down_is_disabled_and_comes_back(health_stack: Stack, two_upstreams: Any) -> None:
+    stack = health_stack
+    (primary_url, primary_state), (backup_url, _) = two_upstreams
+    model, primary, _ = _pair(stack, primary_url, backup_url)
+    key = stack.add_token(name="health")["key"]
+    primary_state.fail_status = 500
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=20) as http:
+        # Cooldown: after one failure the primary is not tried again for a while.
+        started = time.monotonic()
+        answers = [await _call(http, key, model) for _ in range(6)]
+        elapsed = time.monotonic() - started
+        assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+        assert elapsed < COOLDOWN_SECONDS, f"the calls took {elapsed:.2f}s, longer than the cooldown this check relies on"
+        assert len(primary_state.snapshot()) == 1, "a channel that just failed was tried again during its cooldown"
+
+        # A run of failures disables it (each tried once its cooldown is over); no client call fails meanwhile.
+        deadline = time.monotonic() + 30
+        while _channel(stack, primary["id"])["enabled"]:
+            assert time.monotonic() < deadline, _channel(stack, primary["id"])
+            response = await _call(http, key, model)
+            assert response.status_code == 200, response.text
+            await asyncio.sleep(0.1)
+        shown = _channel(stack, primary["id"])
+        assert len(primary_state.snapshot()) == THRESHOLD
+        assert shown["disabled_reason"] and f"{THRESHOLD} failures in a row" in shown["disabled_reason"], shown
+        assert shown["health"]["state"] == "disabled" and shown["health"]["consecutive_failures"] == THRESHOLD
+        assert shown["health"]["last_error"]
+
+        # An operator's disable is never undone by the probe.
+        other = stack.add_channel(name="operator-off", type="openai", base_url=backup_url, api_key=DEFAULT_API_KEY, models=[model])
+        with stack.admin() as admin:
+            assert admin.patch(f"/api/channels/{other['id']}", json={"enabled": False}).status_code == 200
+
+        # Healed: the probe enables it again, and calls reach it.
+        primary_state.fail_status = None
+        deadline = time.monotonic() + 30
+        while not (shown := _channel(stack, primary["id"]))["enabled"]:
+            assert time.monotonic() < deadline, shown
+            await asyncio.sleep(0.1)
+        assert shown["disabled_reason"] is None and shown["health"]["state"] == "healthy", shown
+        assert shown["health"]["last_probe_at"] is not None
+        before = len(primary_state.snapshot())
+        response = await _call(http, key, model)
+        assert response.status_code == 200
+        assert len(primary_state.snapshot()) > before, "the re-enabled channel is not served"
+    still_off = _channel(stack, other["id"])
+    assert still_off["enabled"] is False and still_off["disabled_reason"] == "disabled by an operator", still_off
+
+
+async def test_refused_key_disables_the_channel_at_once(health_stack: Stack, two_upstreams: Any) -> None:
+    stack = health_stack
+    (primary_url, primary_state), (backup_url, _) = two_upstreams
+    model, primary, _ = _pair(stack, primary_url, backup_url)
+    key = stack.add_token(name="health-401")["key"]
+    primary_state.fail_status, primary_state.fail_message = 401, "Incorrect API key provided: sk-live-abc…"
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=20) as http:
+        response = await _call(http, key, model)
+    assert response.status_code == 200, response.text
+    shown = _channel(stack, primary["id"])
+    assert shown["enabled"] is False and "refused the channel's key" in shown["disabled_reason"], shown
+    assert shown["health"]["state"] == "disabled"
+    assert DEFAULT_API_KEY not in str(shown)
