@@ -15,7 +15,7 @@ BAD_OPTIONS = {
     "wrong type": ({"show_thoughts": "perhaps"}, "options.show_thoughts"),
     "negative timeout": ({"idle_timeout_seconds": -1}, "options.idle_timeout_seconds"),
     "inputs not an object": ({"inputs": "x"}, "options.inputs"),
-    "mapping to a non-string": ({"model_mapping": {"a": 1}}, "options.model_mapping.a"),
+    "model_mapping is a channel field, not an option": ({"model_mapping": {"a": "b"}}, "options.model_mapping"),
 }
 
 
@@ -38,15 +38,15 @@ def test_options_are_checked_on_patch_and_against_a_new_type(stack: Stack, upstr
         created = admin.post(
             "/api/channels",
             json={"name": "opts", "type": "openai", "base_url": upstream[0], "api_key": DEFAULT_API_KEY, "models": ["opts-m"],
-                  "options": {"model_mapping": {"opts-m": "gpt-4o-mini"}}},
+                  "model_mapping": {"opts-m": "gpt-4o-mini"}},
         )
         assert created.status_code == 201, created.text
         channel_id = created.json()["id"]
         try:
-            assert created.json()["options"] == {"model_mapping": {"opts-m": "gpt-4o-mini"}}
+            assert created.json()["model_mapping"] == {"opts-m": "gpt-4o-mini"} and created.json()["options"] == {}
             bad = admin.patch(f"/api/channels/{channel_id}", json={"options": {"memory": "conversation"}})
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "options.memory", bad.text
-            good = admin.patch(f"/api/channels/{channel_id}", json={"options": {"model_mapping": {}}})
-            assert good.status_code == 200 and good.json()["options"] == {"model_mapping": {}}, good.text
+            good = admin.patch(f"/api/channels/{channel_id}", json={"options": {}, "model_mapping": {}})
+            assert good.status_code == 200 and good.json()["model_mapping"] == {}, good.text
         finally:
             admin.delete(f"/api/channels/{channel_id}")

@@ -147,8 +147,6 @@ def plan_channel(channel: SourceChannel, flavor: Flavor, label: str) -> list[Cha
     for index, key in enumerate(channel.keys):
         marker = marker_of(flavor, label, channel.id, index, len(channel.keys))
         options: dict[str, Any] = {"imported_from": marker}
-        if channel.model_mapping:
-            options["model_mapping"] = channel.model_mapping
         body = {
             "name": name if len(channel.keys) == 1 else f"{name[: _NAME_MAX - 8]} #{index + 1}",
             "type": kind.type,
@@ -159,6 +157,7 @@ def plan_channel(channel: SourceChannel, flavor: Flavor, label: str) -> list[Cha
             "weight": min(_WEIGHT_MAX, channel.weight) if channel.weight > 0 else 1,  # their 0 = an equal share
             "enabled": channel.status == 1,
             "options": options,
+            "model_mapping": channel.model_mapping or {},
         }
         plans.append(ChannelPlan(channel.id, marker, body, source_type))
     return plans

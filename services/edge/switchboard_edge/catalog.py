@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -11,9 +12,18 @@ from switchboard_shared.backends import Backends
 from switchboard_shared.channel_types import family_of, served_models, serves_kind
 from switchboard_shared.contracts import JobKind
 from switchboard_shared.db import Channel, Database
+from switchboard_shared.model_index import ModelIndex
 from switchboard_shared.outages import unavailable_backend
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Served:
+    """What the edge keeps of a channel: the queue family its jobs go to, and its kind (the model's owner)."""
+
+    family: str
+    owner: str
 
 
 class ModelCatalog:
@@ -27,8 +37,7 @@ class ModelCatalog:
     def __init__(self, db: Database, backends: Backends, poll_seconds: float = 1.0) -> None:
         self._db, self._backends, self._poll_seconds = db, backends, poll_seconds
         self.version = 0
-        self._types: dict[str, list[str]] = {}  # model → its channels' types, highest priority first
-        self._owners: dict[str, str] = {}  # model → channel type, for /v1/models
+        self._index: ModelIndex[_Served] = ModelIndex()
         self._poller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -42,17 +51,23 @@ class ModelCatalog:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
 
-    def knows(self, model: str) -> bool:
-        """Whether an enabled channel serves `model` (for any endpoint)."""
-        return model in self._types
+    def knows(self, model: str, group: str) -> bool:
+        """Whether an enabled channel serves `model` to keys of `group` (for any endpoint)."""
+        return bool(self._index.lookup(model, group))
 
-    def family(self, model: str, kind: JobKind = "chat") -> str | None:
-        """The queue family of `model`'s highest-priority channel that serves `kind`, or None when none does."""
-        return next((family_of(t) for t in self._types.get(model, ()) if serves_kind(t, kind)), None)
+    def family(self, model: str, group: str, kind: JobKind = "chat") -> str | None:
+        """The queue family of `model`'s highest-priority channel for keys of `group` that serves `kind`,
+        or None when none does."""
+        return next((s.family for s in self._index.lookup(model, group) if serves_kind(s.owner, kind)), None)
 
-    def models(self) -> list[tuple[str, str]]:
-        """(model, owner) pairs, sorted."""
-        return sorted(self._owners.items())
+    def owner(self, model: str, group: str) -> str | None:
+        """The kind of `model`'s best channel for keys of `group` (a `prefix*` pattern counts), or None."""
+        served = self._index.lookup(model, group)
+        return served[0].owner if served else None
+
+    def models(self, group: str) -> list[tuple[str, str]]:
+        """(model, owner) pairs a key of `group` can call, sorted (`prefix*` patterns are not listed)."""
+        return [(name, self._index.lookup(name, group)[0].owner) for name in self._index.names(group)]
 
     async def changed(self) -> None:
         """Record an admin change: bump the shared version and reload now."""
@@ -64,13 +79,10 @@ class ModelCatalog:
         version = int(await self._backends.kv.get(self._backends.config_version_key()) or 0)
         async with self._db.session() as session:
             rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)).order_by(Channel.priority.desc()))).all()
-        types: dict[str, list[str]] = {}
-        owners: dict[str, str] = {}
-        for row in rows:
-            for model in served_models(row.models or (), row.info):
-                types.setdefault(model, []).append(row.type)
-                owners.setdefault(model, row.type)
-        self._types, self._owners, self.version = types, owners, version
+        index: ModelIndex[_Served] = ModelIndex()
+        for row in rows:  # by descending priority: the first entry found for a model is its best channel's
+            index.add(served_models(row.models or (), row.info), row.group_name, _Served(family_of(row.type), row.type))
+        self._index, self.version = index, version
 
     async def _poll(self) -> None:
         """Follow the version; while a backend is away the catalog in hand serves (said once, not every second)."""

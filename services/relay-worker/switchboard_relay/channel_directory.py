@@ -9,13 +9,14 @@ from sqlalchemy import select
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel, Database
 from switchboard_shared.last_good_copy import LastGoodCopy
+from switchboard_shared.model_index import ModelIndex
 from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 
 from .channels.base import ChannelConfig
 
 log = logging.getLogger(__name__)
 
-ChannelsByModel = dict[str, list[ChannelConfig]]
+ChannelsByModel = ModelIndex[ChannelConfig]
 
 
 class ChannelDirectory:
@@ -33,20 +34,18 @@ class ChannelDirectory:
         self._secrets = secrets
         self._copy: LastGoodCopy[ChannelsByModel] = LastGoodCopy("channels", self._read)
 
-    async def channels_for(self, model: str, min_version: int) -> list[ChannelConfig]:
-        """Enabled channels serving `model`, fresh as of `min_version`."""
-        return (await self._copy.get(min_version)).get(model, [])
+    async def channels_for(self, model: str, group: str, min_version: int) -> list[ChannelConfig]:
+        """Enabled channels serving `model` to keys of `group`, fresh as of `min_version`."""
+        return (await self._copy.get(min_version)).lookup(model, group)
 
     async def _read(self) -> ChannelsByModel:
         async with self._db.session() as session:
             rows = (await session.scalars(select(Channel).where(Channel.enabled.is_(True)))).all()
-        by_model: ChannelsByModel = {}
+        by_model: ChannelsByModel = ModelIndex()
         for row in rows:
             config = config_of(row, self._secrets)
-            if config is None:
-                continue
-            for model in served_models(config.models, config.info):
-                by_model.setdefault(model, []).append(config)
+            if config is not None:
+                by_model.add(served_models(config.models, config.info), config.group, config)
         return by_model
 
 
@@ -68,4 +67,6 @@ def config_of(row: Channel, secrets: SecretBox) -> ChannelConfig | None:
         info=dict(row.info or {}),
         priority=row.priority,
         weight=row.weight,
+        model_mapping=dict(row.model_mapping or {}),
+        group=row.group_name,
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from switchboard_shared.channel_types import kind_not_served
 from switchboard_shared.contracts import ChatJob, UsageEvent
-from switchboard_shared.db import utcnow
+from switchboard_shared.db import DEFAULT_GROUP, utcnow
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.money import ZERO
 from switchboard_shared.pricing import PriceBook
@@ -92,7 +92,9 @@ class JobRunner:
         """
         try:
             await sender.started()
-            serving = await self._directory.channels_for(job.model, job.config_version)
+            listed = await self._directory.channels_for(job.model, job.group or DEFAULT_GROUP, job.config_version)
+            # Only kinds of this worker's families: the others' workers (and their limits) are apart.
+            serving = [c for c in listed if c.type in self._adaptors]
             if not serving:
                 raise OpenAIError(503, f"no enabled channel serves the model '{job.model}'", code="model_not_available")
             channels = self._health.arrange(attempt_order([c for c in serving if self._serves(job, c)]))

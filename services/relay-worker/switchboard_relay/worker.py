@@ -68,9 +68,10 @@ class RelayWorker:
         )
         # A redelivered job can start only before its pickup deadline: the marks need not outlive that.
         self.claims = JobClaims(backends.kv, backends.redis_prefix, 2 * settings.pickup_timeout_seconds)
-        adaptors = build_adaptors(context)
+        served_kinds = [t for t, f in CHANNEL_FAMILIES.items() if f in settings.families]
+        adaptors = {kind: adaptor for kind, adaptor in build_adaptors(context).items() if kind in served_kinds}
         self.prober = DisabledChannelProber(
-            db, backends, secrets, adaptors, [t for t, f in CHANNEL_FAMILIES.items() if f in settings.families],
+            db, backends, secrets, adaptors, served_kinds,
             settings.channel_probe_interval, settings.channel_probe_timeout_seconds, self.worker_id,
         )
         self.runner = JobRunner(

@@ -10,9 +10,6 @@ class ChannelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_mapping: dict[str, str] = Field(
-        default_factory=dict, description="Public model name → the name sent upstream."
-    )
     imported_from: str | None = Field(
         None, max_length=512, description="Set by `switchboard import`: which source row this channel came from."
     )

@@ -83,6 +83,8 @@ class Channel(Base):
     api_key: Mapped[str] = mapped_column(Text)
     models: Mapped[list[str]] = mapped_column(JSON, default=list)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model_mapping: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")  # public → upstream name
+    group_name: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: every group's keys see it
     # Facts learned from the upstream (e.g. a Dify app's name and mode), refreshed when the channel changes.
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -19,7 +19,7 @@ from switchboard_shared.secret_box import SecretBox, SecretDecryptError
 from ..errors import validation_error
 from ..openapi_bodies import json_body
 from ..schemas.admin import ChannelCreate, ChannelOut, ChannelTest, ChannelTestResult, ChannelUpdate
-from .deps import edge_of, get_or_404, json_object, require_admin
+from .deps import edge_of, get_or_404, json_object, require_admin, require_group
 from .validation import parse
 
 router = APIRouter(prefix="/api/channels", dependencies=[Depends(require_admin)])
@@ -40,6 +40,8 @@ def channel_out(channel: Channel, secrets: SecretBox, health: ChannelHealth) -> 
         enabled=channel.enabled,
         disabled_reason=channel.disabled_reason,
         health=health,
+        model_mapping=dict(channel.model_mapping or {}),
+        group=channel.group_name,
         options=dict(channel.options or {}),
         info=_shown_info(channel, secrets),
         used_tokens=channel.used_tokens,
@@ -67,8 +69,12 @@ async def create_channel(request: Request) -> ChannelOut:
     edge = edge_of(request)
     data = parse(ChannelCreate, await json_object(request))
     data.options = checked_options(data.type, data.options)
+    if data.group is not None:
+        await require_group(edge, data.group)
     channel = Channel(
-        **{**data.model_dump(), "base_url": str(data.base_url).rstrip("/"), "api_key": edge.secrets.encrypt(data.api_key)}
+        **_columns({
+            **data.model_dump(), "base_url": str(data.base_url).rstrip("/"), "api_key": edge.secrets.encrypt(data.api_key)
+        })
     )
     # Probed before the transaction: the upstream may take seconds.
     channel.info = await edge.prober.learn(channel.type, channel.base_url, data.api_key, channel.models, channel.options)
@@ -103,9 +109,11 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
     """Change some fields of a channel."""
     edge = edge_of(request)
     changes = parse(ChannelUpdate, await json_object(request)).model_dump(exclude_unset=True)
-    for field in ("name", "type", "base_url", "api_key", "priority", "weight", "enabled", "options", "models"):
+    for field in ("name", "type", "base_url", "api_key", "priority", "weight", "enabled", "options", "models", "model_mapping"):
         if field in changes and changes[field] is None:
             raise OpenAIError(400, f"'{field}' cannot be null.", code="invalid_request", param=field)
+    if changes.get("group") is not None:
+        await require_group(edge, changes["group"])
     if "base_url" in changes:
         changes["base_url"] = str(changes["base_url"]).rstrip("/")
     new_key: str | None = changes.get("api_key")
@@ -129,7 +137,7 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             raise OpenAIError(
                 409, "The channel was changed by someone else while it was being checked; retry.", code="channel_changed"
             )
-        for field, value in changes.items():
+        for field, value in _columns(changes).items():
             setattr(channel, field, value)
         if "enabled" in changes:
             # An operator's word is final: the probe re-enables only what Switchboard disabled itself.
@@ -141,6 +149,13 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
         await forget_health(edge.backends, channel_id)  # a fresh start: old failures no longer count
     await edge.catalog.changed()
     return channel_out(channel, edge.secrets, await read_health(edge.backends, channel_id))
+
+
+def _columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """API field names → column names."""
+    if "group" in fields:
+        fields["group_name"] = fields.pop("group")
+    return fields
 
 
 def checked_options(channel_type: str, options: dict[str, Any] | None) -> dict[str, Any]:

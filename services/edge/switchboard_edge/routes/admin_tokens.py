@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from switchboard_shared.budget_period import at_time, current_spent, period_start
-from switchboard_shared.db import Group, Token
+from switchboard_shared.db import Token
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.keys import generate_key, hash_key, key_hint
 from switchboard_shared.ledger import from_ledger_units
@@ -18,7 +18,7 @@ from switchboard_shared.money import ZERO
 from ..openapi_bodies import json_body
 from ..schemas.admin import TokenCreate, TokenCreated, TokenOut, TokenUpdate
 from ..state import EdgeState
-from .deps import edge_of, get_or_404, json_object, require_admin
+from .deps import edge_of, get_or_404, json_object, require_admin, require_group
 from .validation import parse
 
 router = APIRouter(prefix="/api/tokens", dependencies=[Depends(require_admin)])
@@ -45,13 +45,6 @@ async def token_out(edge: EdgeState, token: Token) -> TokenOut:
     )
 
 
-async def _require_group(edge: EdgeState, name: str) -> None:
-    async with edge.db.session() as session:
-        if await session.scalar(select(Group.id).where(Group.name == name)) is None:
-            raise OpenAIError(400, f"No group named '{name}'; create it with POST /api/groups first.",
-                              code="unknown_group", param="group")
-
-
 def _columns(fields: dict[str, Any]) -> dict[str, Any]:
     """API field names → column names."""
     if "group" in fields:
@@ -71,7 +64,7 @@ async def create_token(request: Request) -> TokenCreated:
     """Issue a key; the response is the only place it ever appears."""
     edge = edge_of(request)
     data = parse(TokenCreate, await json_object(request))
-    await _require_group(edge, data.group)
+    await require_group(edge, data.group)
     key = generate_key()
     token = new_token(edge, data, key)
     async with edge.db.session() as session, session.begin():
@@ -106,7 +99,7 @@ async def update_token(token_id: int, request: Request) -> TokenOut:
         if field in changes and changes[field] is None:
             raise OpenAIError(400, f"'{field}' cannot be null.", code="invalid_request", param=field)
     if "group" in changes:
-        await _require_group(edge, changes["group"])
+        await require_group(edge, changes["group"])
     changes = _columns(changes)
     async with edge.db.session() as session, session.begin():
         token = await get_or_404(session, Token, token_id)

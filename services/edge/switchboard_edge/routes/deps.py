@@ -6,8 +6,10 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from switchboard_shared.db import Group
 from switchboard_shared.errors import OpenAIError
 
 from ..state import EdgeState
@@ -50,3 +52,11 @@ async def get_or_404(session: AsyncSession, model: type[Row], row_id: int) -> Ro
         kind = model.__tablename__.rstrip("s")  # type: ignore[attr-defined]
         raise OpenAIError(404, f"No {kind} with id {row_id}.", code=f"{kind}_not_found")
     return row
+
+
+async def require_group(edge: EdgeState, name: str) -> None:
+    """A 400 unless a group called `name` exists (keys and channels name groups that must)."""
+    async with edge.db.session() as session:
+        if await session.scalar(select(Group.id).where(Group.name == name)) is None:
+            raise OpenAIError(400, f"No group named '{name}'; create it with POST /api/groups first.",
+                              code="unknown_group", param="group")

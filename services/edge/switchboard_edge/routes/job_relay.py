@@ -73,13 +73,13 @@ async def authenticate(request: Request, edge: EdgeState) -> Caller:
 async def relay(request: Request, edge: EdgeState, caller: Caller, call: JobRequest) -> Response:
     """Serve `call` through a relay worker: its model checked (404, 403), its cost reserved (429), its answer relayed."""
     token, client_ip = caller.token, caller.client_ip
-    if not edge.catalog.knows(call.model):
+    if not edge.catalog.knows(call.model, token.group):
         raise OpenAIError(
             404, f"The model '{call.model}' does not exist or is not enabled.", code="model_not_found", param="model"
         )
     if not token.allows(call.model):
         raise OpenAIError(403, f"This API key may not use the model '{call.model}'.", code="model_not_allowed", param="model")
-    family = edge.catalog.family(call.model, call.kind)
+    family = edge.catalog.family(call.model, token.group, call.kind)
     if family is None:
         raise kind_not_served(call.model, call.kind)
     state = request.scope["state"]  # token_id is there already (authenticate)

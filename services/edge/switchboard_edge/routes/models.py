@@ -25,7 +25,7 @@ async def list_models(request: Request) -> Response:
     )
     data = [
         {"id": model, "object": "model", "created": _CREATED, "owned_by": owner}
-        for model, owner in edge.catalog.models()
+        for model, owner in edge.catalog.models(token.group)
         if token.allows(model)
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
@@ -38,10 +38,10 @@ async def get_model(model_id: str, request: Request) -> Response:
     token = await edge.tokens.authenticate(
         request.headers.get("authorization"), edge.client_addresses.of(request.scope), request.scope["state"]
     )
-    for model, owner in edge.catalog.models():
-        if model == model_id and token.allows(model):
-            return Response(
-                orjson.dumps({"id": model, "object": "model", "created": _CREATED, "owned_by": owner}),
-                media_type="application/json",
-            )
+    owner = edge.catalog.owner(model_id, token.group)
+    if owner is not None and token.allows(model_id):
+        return Response(
+            orjson.dumps({"id": model_id, "object": "model", "created": _CREATED, "owned_by": owner}),
+            media_type="application/json",
+        )
     raise OpenAIError(404, f"The model '{model_id}' does not exist.", code="model_not_found", param="model")

@@ -36,6 +36,16 @@ def _clean_models(models: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(cleaned))
 
 
+def _clean_mapping(mapping: dict[str, str] | None) -> dict[str, str] | None:
+    if mapping is None:
+        return None
+    for public, upstream in mapping.items():
+        for name in (public, upstream):
+            if not name.strip() or len(name) > _MODEL_NAME_MAX:
+                raise ValueError(f"model names must be 1 to {_MODEL_NAME_MAX} characters")
+    return mapping
+
+
 def _short_url(url: HttpUrl | None) -> HttpUrl | None:
     if url is not None and len(str(url)) > _BASE_URL_MAX:
         raise ValueError(f"URL must be at most {_BASE_URL_MAX} characters")
@@ -95,9 +105,12 @@ class ChannelCreate(StorableBody):
     weight: int = Field(1, ge=0, le=10_000)
     enabled: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
+    model_mapping: dict[str, str] = Field(default_factory=dict, description="Public model name → the name sent upstream.")
+    group: str | None = Field(None, min_length=1, max_length=64, description="Only keys of this group see the channel; null = every group.")
 
     _models = field_validator("models")(_clean_models)
     _url = field_validator("base_url")(_short_url)
+    _mapping = field_validator("model_mapping")(_clean_mapping)
 
 
 class ChannelUpdate(StorableBody):
@@ -110,9 +123,12 @@ class ChannelUpdate(StorableBody):
     weight: int | None = Field(None, ge=0, le=10_000)
     enabled: bool | None = None
     options: dict[str, Any] | None = None
+    model_mapping: dict[str, str] | None = None
+    group: str | None = Field(None, min_length=1, max_length=64)
 
     _models = field_validator("models")(_clean_models)
     _url = field_validator("base_url")(_short_url)
+    _mapping = field_validator("model_mapping")(_clean_mapping)
 
 
 class ChannelOut(BaseModel):
@@ -130,6 +146,8 @@ class ChannelOut(BaseModel):
         None, description="Why the channel is disabled: an operator's change, or what made Switchboard disable it."
     )
     health: ChannelHealth = Field(description="What the relay workers last saw of the channel (read-only).")
+    model_mapping: dict[str, str]
+    group: str | None
     options: dict[str, Any]
     info: dict[str, Any] | None
     used_tokens: int

@@ -44,6 +44,8 @@ class ChannelConfig:
     info: dict[str, Any]
     priority: int
     weight: int
+    model_mapping: dict[str, str] = field(default_factory=dict)
+    group: str | None = None  # only keys of this group may use the channel (None: every group)
 
 
 @dataclass
@@ -204,6 +206,5 @@ _OPTIONAL: dict[str, str] = {"completion": "completion_events", "embedding": "em
 
 
 def upstream_model(job: ChatJob, channel: ChannelConfig) -> str:
-    """The model name to send upstream: `options.model_mapping` may rename it."""
-    mapping = channel.options.get("model_mapping") or {}
-    return mapping.get(job.model, job.model)
+    """The model name to send upstream: the channel's `model_mapping` may rename it."""
+    return channel.model_mapping.get(job.model, job.model)

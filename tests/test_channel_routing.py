@@ -1,0 +1,97 @@
+"""Which channel a model name reaches: `model_mapping` renames it upstream, a channel's `group`
+hides it from other groups' keys, and `prefix*` patterns serve whole families of names."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.stack import Stack
+from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture
+def own_upstream() -> Iterator[tuple[str, FakeOpenAIState]]:
+    with run_fake_openai(FakeOpenAIState()) as served:
+        yield served
+
+
+def _chat(stack: Stack, key: str, model: str) -> httpx.Response:
+    return httpx.post(
+        stack.base_url + CHAT, headers={"Authorization": f"Bearer {key}"}, timeout=20,
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    )
+
+
+def _listed(stack: Stack, key: str) -> list[str]:
+    response = httpx.get(stack.base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=20)
+    return [m["id"] for m in response.json()["data"]]
+
+
+def _channel(stack: Stack, url: str, **fields: Any) -> dict[str, Any]:
+    return stack.add_channel(name=f"route-{uuid.uuid4().hex[:6]}", type="openai", base_url=url, api_key=DEFAULT_API_KEY, **fields)
+
+
+def _cleanup(stack: Stack, *channels: dict[str, Any]) -> None:
+    with stack.admin() as admin:
+        for channel in channels:
+            admin.delete(f"/api/channels/{channel['id']}")
+
+
+def test_model_mapping_renames_the_model_upstream(stack: Stack, own_upstream: tuple[str, FakeOpenAIState]) -> None:
+    url, state = own_upstream
+    public = f"public-{uuid.uuid4().hex[:6]}"
+    channel = _channel(stack, url, models=[public], model_mapping={public: "gpt-4o-mini"})
+    try:
+        assert channel["model_mapping"] == {public: "gpt-4o-mini"}
+        key = stack.add_token(name="mapping")["key"]
+        response = _chat(stack, key, public)
+        assert response.status_code == 200, response.text
+        assert [r.json["model"] for r in state.snapshot()] == ["gpt-4o-mini"]
+        assert response.json()["model"] == public
+    finally:
+        _cleanup(stack, channel)
+
+
+def test_a_channel_of_a_group_serves_only_that_groups_keys(stack: Stack, own_upstream: tuple[str, FakeOpenAIState]) -> None:
+    url, _ = own_upstream
+    group, model = f"vip{uuid.uuid4().hex[:6]}", f"vip-model-{uuid.uuid4().hex[:6]}"
+    with stack.admin() as admin:
+        assert admin.post("/api/groups", json={"name": group, "multiplier": 1}).status_code == 201
+        unknown = admin.post("/api/channels", json={"name": "x", "type": "openai", "base_url": url, "api_key": "k",
+                                                    "models": ["m"], "group": "no-such-group"})
+        assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_group", unknown.text
+    channel = _channel(stack, url, models=[model], group=group)
+    try:
+        assert channel["group"] == group
+        member, outsider = stack.add_token(name="vip", group=group)["key"], stack.add_token(name="plain")["key"]
+        assert _chat(stack, member, model).status_code == 200
+        refused = _chat(stack, outsider, model)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found", refused.text
+        assert model in _listed(stack, member) and model not in _listed(stack, outsider)
+    finally:
+        _cleanup(stack, channel)
+
+
+def test_prefix_patterns_serve_every_matching_name(stack: Stack, own_upstream: tuple[str, FakeOpenAIState]) -> None:
+    url, state = own_upstream
+    prefix = f"pfx{uuid.uuid4().hex[:6]}-"
+    channel = _channel(stack, url, models=[prefix + "*"])
+    try:
+        key = stack.add_token(name="pattern")["key"]
+        for name in (prefix + "small", prefix + "large-2026"):
+            response = _chat(stack, key, name)
+            assert response.status_code == 200, response.text
+        assert [r.json["model"] for r in state.snapshot()] == [prefix + "small", prefix + "large-2026"]
+        assert _chat(stack, key, "other" + prefix).status_code == 404
+        one = httpx.get(f"{stack.base_url}/v1/models/{prefix}small", headers={"Authorization": f"Bearer {key}"}, timeout=20)
+        assert one.status_code == 200 and one.json()["id"] == prefix + "small"
+        assert not any(m.endswith("*") for m in _listed(stack, key)), "a pattern is listed as a model"
+    finally:
+        _cleanup(stack, channel)
