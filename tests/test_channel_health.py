@@ -122,3 +122,22 @@ async def test_refused_key_disables_the_channel_at_once(health_stack: Stack, two
     assert shown["enabled"] is False and "refused the channel's key" in shown["disabled_reason"], shown
     assert shown["health"]["state"] == "disabled"
     assert DEFAULT_API_KEY not in str(shown)
+
+
+async def test_a_refused_key_is_set_aside_and_the_others_serve(health_stack: Stack) -> None:
+    stack = health_stack
+    good, other_good, bad = f"sk-good-{uuid.uuid4().hex}", f"sk-other-{uuid.uuid4().hex}", f"sk-revoked-{uuid.uuid4().hex}"
+    with run_fake_openai(FakeOpenAIState(api_key=good, other_keys=frozenset({other_good}))) as (url, state):
+        model = f"keys-{uuid.uuid4().hex[:8]}"
+        channel = stack.add_channel(name="keys", type="openai", base_url=url, keys=f"{good}\n{bad}\n{other_good}", models=[model])
+        assert len(channel["keys"]) == 3 and not any(k in str(channel) for k in (good, bad, other_good)), channel
+        key = stack.add_token(name="keys")["key"]
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=20) as http:
+            answers = [await _call(http, key, model) for _ in range(16)]
+        assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+        used = [r.headers["authorization"].removeprefix("Bearer ") for r in state.snapshot()]
+    assert {good, other_good} <= set(used), "calls were not spread over the channel's keys"
+    assert used.count(bad) == 1, "a refused key was used again"
+    shown = _channel(stack, channel["id"])
+    assert shown["enabled"] is True
+    assert len(shown["health"]["keys_set_aside"]) == 1 and bad not in str(shown), shown

@@ -26,6 +26,9 @@ class ChannelHealth(BaseModel):
     last_error_at: datetime | None = None
     last_latency_ms: int | None = Field(None, description="Time to the first byte of the answer of the last success.")
     last_probe_at: datetime | None = Field(None, description="When the probe last tried an automatically disabled channel.")
+    keys_set_aside: list[str] = Field(
+        default_factory=list, description="Keys (masked) the upstream refused; the channel's other keys go on serving."
+    )
 
 
 def health_key(backends: Backends, channel_id: int) -> str:

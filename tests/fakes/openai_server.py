@@ -102,6 +102,7 @@ class FakeOpenAIState:
     """
 
     api_key: str | None = DEFAULT_API_KEY
+    other_keys: frozenset[str] = frozenset()  # also accepted, as an account with several keys would
     fail_status: int | None = None
     fail_message: str = "The server had an error while processing your request. Sorry about that!"
     fail_times: int | None = None
@@ -159,7 +160,7 @@ class FakeOpenAIState:
         """Forget the history and restore every knob to its default."""
         fresh = FakeOpenAIState()
         with self.lock:
-            for name in ("api_key", "fail_status", "fail_message", "fail_times", "fail_headers", "fail_padding",
+            for name in ("api_key", "other_keys", "fail_status", "fail_message", "fail_times", "fail_headers", "fail_padding",
                          "delay", "chunk_delay", "chunks", "record", "failures_served", "raw_stream", "raw_body",
                          "embeddings_as_floats", "azure_deployments"):
                 setattr(self, name, getattr(fresh, name))
@@ -367,7 +368,7 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
                 return body, _error(401, "You didn't provide an API key. You need to provide your API "
                                          "key in an Authorization header using Bearer auth (i.e. "
                                          "Authorization: Bearer YOUR_KEY).", code="missing_api_key")
-            if key != st.api_key:
+            if key != st.api_key and key not in st.other_keys:
                 masked = key[:3] + "*" * max(len(key) - 7, 0) + key[-4:] if len(key) > 7 else key
                 return body, _error(401, f"Incorrect API key provided: {masked}. You can find your "
                                          "API key at https://platform.openai.com/account/api-keys.")

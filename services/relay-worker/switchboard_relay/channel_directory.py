@@ -6,6 +6,7 @@ import logging
 
 from sqlalchemy import select
 
+from switchboard_shared.channel_keys import split_keys
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel, Database
 from switchboard_shared.last_good_copy import LastGoodCopy
@@ -52,7 +53,7 @@ class ChannelDirectory:
 def config_of(row: Channel, secrets: SecretBox) -> ChannelConfig | None:
     """A channel row as adaptors see it, its key decrypted; None (logged) when this SB_SECRET_KEY cannot."""
     try:
-        api_key = secrets.decrypt(row.api_key)
+        keys = split_keys(secrets.decrypt(row.api_key))
     except SecretDecryptError:
         log.error("channel skipped: its api_key cannot be decrypted with this SB_SECRET_KEY", extra={"channel_id": row.id})
         return None
@@ -61,7 +62,8 @@ def config_of(row: Channel, secrets: SecretBox) -> ChannelConfig | None:
         name=row.name,
         type=row.type,
         base_url=row.base_url,
-        api_key=api_key,
+        api_key=keys[0] if keys else "",
+        api_keys=tuple(keys),
         models=tuple(row.models or ()),
         options=dict(row.options or {}),
         info=dict(row.info or {}),

@@ -15,14 +15,18 @@ Recording never fails a call: if Redis or the database is away, the outcome is o
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from sqlalchemy import update
 
 from switchboard_shared.backends import Backends
 from switchboard_shared.channel_health import failures_key, read_health, write_health
+from switchboard_shared.channel_keys import key_fingerprint
 from switchboard_shared.db import Channel, Database, utcnow
+from switchboard_shared.masking import mask
 from switchboard_shared.redaction import redact
 
 from .channels.base import ChannelConfig, ChannelFault, UpstreamError
@@ -47,6 +51,16 @@ class HealthTracker:
         self._cooling_until: dict[int, float] = {}  # channel id → end of its cooldown (one entry per channel)
         self._failing: set[int] = set()  # channels whose shared record says failing, as far as we know
         self._latency_written: dict[int, float] = {}
+        self._set_aside: dict[int, set[str]] = {}  # channel id → fingerprints of its keys the upstream refused
+
+    def with_key(self, channel: ChannelConfig) -> ChannelConfig:
+        """`channel` with the key this call uses: one of its keys not set aside, at random (spreads the load)."""
+        if len(channel.api_keys) < 2:
+            return channel
+        refused = self._set_aside.get(channel.id, set())
+        usable = [key for key in channel.api_keys if key_fingerprint(key) not in refused] or list(channel.api_keys)
+        chosen = random.choice(usable)
+        return channel if chosen == channel.api_key else replace(channel, api_key=chosen)
 
     def arrange(self, channels: Sequence[ChannelConfig]) -> list[ChannelConfig]:
         """`channels` in the same order, those cooling down moved to the end (tried only if the rest fail)."""
@@ -74,14 +88,21 @@ class HealthTracker:
         except Exception:
             log.warning("could not record a channel's health", extra={"channel_id": channel.id}, exc_info=True)
 
-    async def failed(self, channel: ChannelConfig, error: UpstreamError) -> None:
-        """A call on `channel` failed with `error`: cool it down, count it, disable it if it is time."""
+    async def failed(self, channel: ChannelConfig, error: UpstreamError) -> bool:
+        """A call on `channel` failed with `error`: cool it down, count it, disable it if it is time.
+
+        True when the failure was the key's alone and the channel has another key to try now.
+        """
         if error.fault is None:
-            return  # the request's own problem (a 400): says nothing about the channel
+            return False  # the request's own problem (a 400): says nothing about the channel
+        message = error.message
+        for key in {channel.api_key, *channel.api_keys}:
+            message = redact(message, key)
+        if error.fault is ChannelFault.CREDENTIALS and len(channel.api_keys) > 1 and await self._set_key_aside(channel, message):
+            return True
         self._cooling_until[channel.id] = self._clock() + self._cooldown
         if error.fault is ChannelFault.THROTTLED:
-            return
-        message = redact(error.message, channel.api_key)
+            return False
         try:
             if error.fault is ChannelFault.UNAVAILABLE:
                 failures = await self._backends.kv.incr(failures_key(self._backends, channel.id))
@@ -102,6 +123,26 @@ class HealthTracker:
             )
         except Exception:
             log.warning("could not record a channel's failure", extra={"channel_id": channel.id}, exc_info=True)
+        return False
+
+    async def _set_key_aside(self, channel: ChannelConfig, message: str) -> bool:
+        """Stop using the key the upstream refused; whether the channel has another to serve with."""
+        refused = self._set_aside.setdefault(channel.id, set())
+        refused.add(key_fingerprint(channel.api_key))
+        remaining = [key for key in channel.api_keys if key_fingerprint(key) not in refused]
+        if not remaining:
+            return False  # every key refused: the channel itself is disabled
+        log.warning("channel key set aside: the upstream refused it", extra={"channel_id": channel.id, "key": mask(channel.api_key)})
+        try:
+            previous = await read_health(self._backends, channel.id)
+            aside = sorted({*previous.keys_set_aside, mask(channel.api_key)})
+            await write_health(
+                self._backends, channel.id,
+                previous.model_copy(update={"keys_set_aside": aside, "last_error": message, "last_error_at": utcnow()}),
+            )
+        except Exception:
+            log.warning("could not record a channel's key set aside", extra={"channel_id": channel.id}, exc_info=True)
+        return True
 
     async def _disable(self, channel: ChannelConfig, reason: str) -> None:
         """Disable the channel (unless it already is: another worker may have been first)."""

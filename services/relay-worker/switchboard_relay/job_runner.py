@@ -101,7 +101,10 @@ class JobRunner:
             if not channels:
                 raise kind_not_served(job.model, job.kind)  # the edge checks kinds; a channel may still refuse (Dify's app mode)
             last_error: UpstreamError | None = None
-            for channel in channels[: self._max_attempts]:
+            waiting = list(channels)
+            while waiting and progress.attempts < self._max_attempts:
+                listed = waiting.pop(0)
+                channel = self._health.with_key(listed)
                 progress.attempts += 1
                 attempt = progress.attempt = _Attempt(channel, TextCompletionAggregate() if job.kind == "completion" else CompletionAggregate())
                 sender.pending_headers.clear()  # a failed attempt's headers (e.g. its conversation id) are void
@@ -112,13 +115,15 @@ class JobRunner:
                     break
                 except UpstreamError as exc:
                     last_error = exc
-                    await self._health.failed(channel, exc)
+                    another_key = await self._health.failed(channel, exc)
                     log.warning(
                         "upstream failed",
                         extra={"request_id": job.request_id, "channel_id": channel.id, "status": exc.status, "code": exc.code},
                     )
                     if sender.committed or attempt.aggregate.has_output or not exc.retryable:
                         break
+                    if another_key:
+                        waiting.insert(0, listed)  # the same channel again, with one of its other keys
             if last_error is not None:
                 # Upstreams echo keys in their messages: every message we relay loses the channel's key here.
                 message = redact(last_error.message, progress.attempt.channel.api_key if progress.attempt else "")

@@ -9,12 +9,14 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from switchboard_shared.channel_health import ChannelHealth, forget_health, read_health
+from switchboard_shared.channel_keys import join_keys, split_keys
 from switchboard_shared.channel_options import options_for
 from switchboard_shared.channel_types import served_models
 from switchboard_shared.db import Channel
 from switchboard_shared.errors import OpenAIError
+from switchboard_shared.masking import mask
 from switchboard_shared.redaction import redact
-from switchboard_shared.secret_box import SecretBox, SecretDecryptError
+from switchboard_shared.secret_box import UNDECRYPTABLE_MASK, SecretBox, SecretDecryptError
 
 from ..errors import validation_error
 from ..openapi_bodies import json_body
@@ -32,7 +34,8 @@ def channel_out(channel: Channel, secrets: SecretBox, health: ChannelHealth) -> 
         name=channel.name,
         type=channel.type,
         base_url=channel.base_url,
-        api_key=secrets.masked(channel.api_key),
+        api_key=(masked := _masked_keys(channel.api_key, secrets))[0],
+        keys=masked,
         models=list(channel.models or []),
         served_models=served_models(channel.models or (), channel.info),
         priority=channel.priority,
@@ -73,11 +76,14 @@ async def create_channel(request: Request) -> ChannelOut:
         await require_group(edge, data.group)
     channel = Channel(
         **_columns({
-            **data.model_dump(), "base_url": str(data.base_url).rstrip("/"), "api_key": edge.secrets.encrypt(data.api_key)
+            **data.model_dump(exclude={"keys"}), "base_url": str(data.base_url).rstrip("/"),
+            "api_key": edge.secrets.encrypt(join_keys(data.upstream_keys())),
         })
     )
     # Probed before the transaction: the upstream may take seconds.
-    channel.info = await edge.prober.learn(channel.type, channel.base_url, data.api_key, channel.models, channel.options)
+    channel.info = await edge.prober.learn(
+        channel.type, channel.base_url, data.upstream_keys()[0], channel.models, channel.options
+    )
     if not channel.enabled:
         channel.disabled_reason = "disabled by an operator"
     async with edge.db.session() as session, session.begin():
@@ -108,15 +114,19 @@ async def get_channel(channel_id: int, request: Request) -> ChannelOut:
 async def update_channel(channel_id: int, request: Request) -> ChannelOut:
     """Change some fields of a channel."""
     edge = edge_of(request)
-    changes = parse(ChannelUpdate, await json_object(request)).model_dump(exclude_unset=True)
-    for field in ("name", "type", "base_url", "api_key", "priority", "weight", "enabled", "options", "models", "model_mapping"):
+    update = parse(ChannelUpdate, await json_object(request))
+    changes = update.model_dump(exclude_unset=True, exclude={"keys"})
+    for field in ("name", "type", "base_url", "api_key", "keys", "priority", "weight", "enabled", "options", "models", "model_mapping"):
         if field in changes and changes[field] is None:
             raise OpenAIError(400, f"'{field}' cannot be null.", code="invalid_request", param=field)
     if changes.get("group") is not None:
         await require_group(edge, changes["group"])
     if "base_url" in changes:
         changes["base_url"] = str(changes["base_url"]).rstrip("/")
-    new_key: str | None = changes.get("api_key")
+    new_keys = update.upstream_keys()
+    new_key = new_keys[0] if new_keys else None
+    if new_keys:
+        changes["api_key"] = join_keys(new_keys)  # encrypted below, after the probe
     probed = bool(changes.keys() & _PROBED_FIELDS)
     if probed:
         # Read what the probe needs and probe with no transaction open: the upstream may take
@@ -129,8 +139,8 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
                 changes["options"] = checked_options(changes.get("type", current.type), changes.get("options", current.options))
             target = {field: changes.get(field, getattr(current, field)) for field in ("type", "base_url", "models", "options")}
         info = await edge.prober.learn(target["type"], target["base_url"], key, target["models"], target["options"])
-    if new_key is not None:
-        changes["api_key"] = edge.secrets.encrypt(new_key)
+    if new_keys:
+        changes["api_key"] = edge.secrets.encrypt(changes["api_key"])
     async with edge.db.session() as session, session.begin():
         channel = await get_or_404(session, Channel, channel_id)
         if probed and _probe_basis(channel) != basis:
@@ -145,7 +155,7 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             channel.disabled_reason = None if channel.enabled else "disabled by an operator"
         if probed:
             channel.info = info
-    if changes.get("enabled"):
+    if changes.get("enabled") or new_keys:
         await forget_health(edge.backends, channel_id)  # a fresh start: old failures no longer count
     await edge.catalog.changed()
     return channel_out(channel, edge.secrets, await read_health(edge.backends, channel_id))
@@ -179,10 +189,18 @@ def _probe_basis(channel: Channel) -> tuple[object, ...]:
     return channel.type, channel.base_url, channel.api_key, channel.options, channel.models
 
 
+def _masked_keys(stored: str, secrets: SecretBox) -> list[str]:
+    """How the admin API shows a channel's keys: each masked (one marker if they cannot be decrypted)."""
+    try:
+        return [mask(key) for key in split_keys(secrets.decrypt(stored))] or [mask("")]
+    except SecretDecryptError:
+        return [UNDECRYPTABLE_MASK]
+
+
 def _stored_key(channel: Channel, secrets: SecretBox) -> str:
     """The channel's key in plain text, or a 409 when this SB_SECRET_KEY cannot decrypt it."""
     try:
-        return secrets.decrypt(channel.api_key)
+        return split_keys(secrets.decrypt(channel.api_key))[0]
     except SecretDecryptError:
         raise OpenAIError(
             409,

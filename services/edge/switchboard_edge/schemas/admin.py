@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, PlainSerializer, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, PlainSerializer, field_validator, model_validator
 
 from switchboard_shared.channel_health import ChannelHealth
 from switchboard_shared.channel_types import CHANNEL_FAMILIES
@@ -44,6 +44,13 @@ def _clean_mapping(mapping: dict[str, str] | None) -> dict[str, str] | None:
             if not name.strip() or len(name) > _MODEL_NAME_MAX:
                 raise ValueError(f"model names must be 1 to {_MODEL_NAME_MAX} characters")
     return mapping
+
+
+def _keys_from_lines(value: Any) -> Any:
+    """New API's form: one key per line in a string."""
+    if isinstance(value, str):
+        return [line.strip() for line in value.splitlines() if line.strip()]
+    return value
 
 
 def _short_url(url: HttpUrl | None) -> HttpUrl | None:
@@ -99,7 +106,11 @@ class ChannelCreate(StorableBody):
     name: str = Field(min_length=1, max_length=128)
     type: ChannelType
     base_url: HttpUrl
-    api_key: UpstreamKey = Field(min_length=1, repr=False)
+    api_key: UpstreamKey | None = Field(None, min_length=1, repr=False)
+    keys: list[UpstreamKey] | None = Field(
+        None, min_length=1, max_length=1000, repr=False,
+        description="Several upstream keys (a list, or one per line); calls spread over them. Instead of api_key.",
+    )
     models: list[str] = Field(default_factory=list)
     priority: int = Field(0, ge=-INT32_MAX, le=INT32_MAX)
     weight: int = Field(1, ge=0, le=10_000)
@@ -111,6 +122,17 @@ class ChannelCreate(StorableBody):
     _models = field_validator("models")(_clean_models)
     _url = field_validator("base_url")(_short_url)
     _mapping = field_validator("model_mapping")(_clean_mapping)
+    _keys = field_validator("keys", mode="before")(_keys_from_lines)
+
+    @model_validator(mode="after")
+    def _one_way_to_give_keys(self) -> ChannelCreate:
+        if (self.api_key is None) == (self.keys is None):
+            raise ValueError("give the channel's upstream key as 'api_key', or several as 'keys' (not both)")
+        return self
+
+    def upstream_keys(self) -> list[str]:
+        """The channel's keys, first key first."""
+        return list(dict.fromkeys(self.keys)) if self.keys is not None else [self.api_key or ""]
 
 
 class ChannelUpdate(StorableBody):
@@ -118,6 +140,7 @@ class ChannelUpdate(StorableBody):
     type: ChannelType | None = None
     base_url: HttpUrl | None = None
     api_key: UpstreamKey | None = Field(None, min_length=1, repr=False)
+    keys: list[UpstreamKey] | None = Field(None, min_length=1, max_length=1000, repr=False)
     models: list[str] | None = None
     priority: int | None = Field(None, ge=-INT32_MAX, le=INT32_MAX)
     weight: int | None = Field(None, ge=0, le=10_000)
@@ -129,6 +152,19 @@ class ChannelUpdate(StorableBody):
     _models = field_validator("models")(_clean_models)
     _url = field_validator("base_url")(_short_url)
     _mapping = field_validator("model_mapping")(_clean_mapping)
+    _keys = field_validator("keys", mode="before")(_keys_from_lines)
+
+    @model_validator(mode="after")
+    def _one_way_to_give_keys(self) -> ChannelUpdate:
+        if self.api_key is not None and self.keys is not None:
+            raise ValueError("give the channel's new upstream key as 'api_key', or several as 'keys' (not both)")
+        return self
+
+    def upstream_keys(self) -> list[str] | None:
+        """The channel's new keys, if this change replaces them."""
+        if self.keys is not None:
+            return list(dict.fromkeys(self.keys))
+        return [self.api_key] if self.api_key is not None else None
 
 
 class ChannelOut(BaseModel):
@@ -136,7 +172,8 @@ class ChannelOut(BaseModel):
     name: str
     type: str
     base_url: str
-    api_key: str = Field(description="Masked: never returned whole.", repr=False)
+    api_key: str = Field(description="The first key, masked: never returned whole.", repr=False)
+    keys: list[str] = Field(description="Every upstream key, masked.", repr=False)
     models: list[str]
     served_models: list[str]
     priority: int

@@ -46,6 +46,7 @@ class ChannelConfig:
     weight: int
     model_mapping: dict[str, str] = field(default_factory=dict)
     group: str | None = None  # only keys of this group may use the channel (None: every group)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # every key; `api_key` is the one this call uses
 
 
 @dataclass
