@@ -77,6 +77,7 @@ class Stack:
     _env: dict[str, str] = field(default_factory=dict)
     _health: dict[str, tuple[list[str], dict[str, str], str]] = field(default_factory=dict)
     ready_urls: dict[str, str] = field(default_factory=dict)  # process name → its /readyz (filled by start())
+    health_urls: dict[str, list[str]] = field(default_factory=dict)  # process name → each instance's /readyz
 
     # --- naming of the isolated resources -------------------------------------------------
     @property
@@ -152,6 +153,7 @@ class Stack:
                 health.append((f"{self.base_url}/readyz", "edge"))
                 for url, name in health:
                     self.ready_urls.setdefault(name, url)
+                    self.health_urls.setdefault(name, []).append(url)
                     self._wait_ready(url, name)
         except BaseException:
             self.stop()

@@ -6,6 +6,7 @@ heals; every client call still succeeds on the other channel; an operator's disa
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ PROBE_SECONDS = 1.0
 def health_stack() -> Iterator[Stack]:
     stack = Stack(
         mode="distributed",
+        relay_workers=2,
         extra_env={
             "SB_CHANNEL_FAILURE_THRESHOLD": str(THRESHOLD),
             "SB_CHANNEL_COOLDOWN_SECONDS": str(COOLDOWN_SECONDS),
@@ -141,3 +143,28 @@ async def test_a_refused_key_is_set_aside_and_the_others_serve(health_stack: Sta
     shown = _channel(stack, channel["id"])
     assert shown["enabled"] is True
     assert len(shown["health"]["keys_set_aside"]) == 1 and bad not in str(shown), shown
+
+
+def _jobs_served(metrics_text: str) -> float:
+    return sum(float(v) for v in re.findall(r'^switchboard_relay_jobs_total\{status="ok"\} ([0-9.e+]+)$', metrics_text, re.M))
+
+
+async def test_a_new_channel_is_served_by_every_worker_at_once(health_stack: Stack) -> None:
+    stack = health_stack
+    metrics_urls = [url.replace("/readyz", "/metrics") for url in stack.health_urls["relay-worker"]]
+    assert len(metrics_urls) == 2
+    with run_fake_openai(FakeOpenAIState(delay=0.2)) as (url, _):
+        key = stack.add_token(name="both-workers")["key"]
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=20) as http:
+            before = [_jobs_served((await http.get(u)).text) for u in metrics_urls]
+            model = f"new-{uuid.uuid4().hex[:8]}"
+            stack.add_channel(name="new", type="openai", base_url=url, api_key=DEFAULT_API_KEY, models=[model])
+            added_at = time.monotonic()
+            # More calls at once than one worker takes in a moment: the broker hands them to both.
+            answers = await asyncio.gather(*(_call(http, key, model) for _ in range(24)))
+            took = time.monotonic() - added_at
+            after = [_jobs_served((await http.get(u)).text) for u in metrics_urls]
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+    served = [a - b for a, b in zip(after, before, strict=True)]
+    print(f"\nnew channel: 24 calls within {took:.2f}s of adding it, served per worker {served}")
+    assert all(n > 0 for n in served), f"a worker served none of the new channel's calls: {served}"

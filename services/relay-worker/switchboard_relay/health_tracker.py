@@ -30,6 +30,7 @@ from switchboard_shared.masking import mask
 from switchboard_shared.redaction import redact
 
 from .channels.base import ChannelConfig, ChannelFault, UpstreamError
+from .metrics import CHANNEL_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class HealthTracker:
 
     async def succeeded(self, channel: ChannelConfig, latency_ms: int) -> None:
         """A call on `channel` worked: its cooldown and failure run end."""
+        CHANNEL_CALLS.labels(str(channel.id), "ok").inc()
         self._cooling_until.pop(channel.id, None)
         now = self._clock()
         recovering = channel.id in self._failing
@@ -93,6 +95,7 @@ class HealthTracker:
 
         True when the failure was the key's alone and the channel has another key to try now.
         """
+        CHANNEL_CALLS.labels(str(channel.id), "failed").inc()
         if error.fault is None:
             return False  # the request's own problem (a 400): says nothing about the channel
         message = error.message

@@ -30,6 +30,7 @@ from .frames import FrameSender
 from .health_tracker import HealthTracker
 from .job_claims import JobClaims
 from .job_runner import JobProgress, JobRunner
+from .metrics import JOBS
 from .probes import ProbeRunner
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class RelayWorker:
             if sender.frames_lost and progress.status == "ok":
                 progress.undelivered()  # the client got an error or a cut answer: never billed as a success
             await self._publish_usage(await self.runner.usage_event(job, progress))
+            JOBS.labels(progress.status).inc()
         except Exception:
             log.exception("could not finish job", extra={"request_id": job.request_id})
             await self._settle(delivery, ack=False)
