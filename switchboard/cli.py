@@ -369,6 +369,75 @@ def token_rotate(token_id: int = TokenIdArgument, as_json: bool = JsonOption, ur
         rotate(client, token_id, as_json)
 
 
+channel_app = typer.Typer(no_args_is_help=True, help="Channels (upstreams): list, add, test, enable, disable.")
+app.add_typer(channel_app, name="channel")
+ChannelIdArgument = typer.Argument(..., help="The channel's id.")
+
+
+@channel_app.command("list")
+def channel_list(as_json: bool = JsonOption, url: str | None = UrlOption, admin_key: str | None = AdminKeyOption) -> None:
+    """Every channel with its health (keys masked)."""
+    from .channel_commands import list_channels
+
+    with _admin(url, admin_key) as client:
+        list_channels(client, as_json)
+
+
+@channel_app.command("add")
+def channel_add(
+    name: str = typer.Option(..., "--name", help="What the channel is called."),
+    kind: str = typer.Option(..., "--type", help="openai, dify, anthropic, … (the channel's kind)."),
+    base_url: str = typer.Option(..., "--base-url", help="The upstream's base URL (OpenAI-compatible: ending in /v1)."),
+    key: list[str] = typer.Option(..., "--key", help="The upstream key; repeat for several (calls spread over them)."),
+    models: str | None = typer.Option(None, "--models", help="Comma list of models it serves (`prefix*` patterns too)."),
+    priority: int | None = typer.Option(None, "--priority", help="Higher is tried first."),
+    weight: int | None = typer.Option(None, "--weight", help="Share within a priority."),
+    group: str | None = typer.Option(None, "--group", help="Only keys of this group see it (default: every group)."),
+    disabled: bool = typer.Option(False, "--disabled", help="Add it disabled."),
+    as_json: bool = JsonOption,
+    url: str | None = UrlOption,
+    admin_key: str | None = AdminKeyOption,
+) -> None:
+    """Add a channel; its keys are stored encrypted and shown masked."""
+    from .channel_commands import add, add_body
+
+    options = {"models": models, "priority": priority, "weight": weight, "group": group, "enabled": False if disabled else None}
+    with _admin(url, admin_key) as client:
+        add(client, add_body(name, kind, base_url, key, options), as_json)
+
+
+@channel_app.command("test")
+def channel_test(channel_id: int = ChannelIdArgument, model: str | None = typer.Option(None, "--model", help="The model to try."),
+                 as_json: bool = JsonOption, url: str | None = UrlOption, admin_key: str | None = AdminKeyOption) -> None:
+    """One small live call through the channel; exit status 1 when it does not answer."""
+    from .channel_commands import test
+
+    with _admin(url, admin_key) as client:
+        answered = test(client, channel_id, model, as_json)
+    if not answered:
+        raise typer.Exit(1)
+
+
+@channel_app.command("disable")
+def channel_disable(channel_id: int = ChannelIdArgument, as_json: bool = JsonOption, url: str | None = UrlOption,
+                    admin_key: str | None = AdminKeyOption) -> None:
+    """Stop sending calls to the channel (every worker within a second); the probe never re-enables it."""
+    from .channel_commands import set_enabled
+
+    with _admin(url, admin_key) as client:
+        set_enabled(client, channel_id, False, as_json)
+
+
+@channel_app.command("enable")
+def channel_enable(channel_id: int = ChannelIdArgument, as_json: bool = JsonOption, url: str | None = UrlOption,
+                   admin_key: str | None = AdminKeyOption) -> None:
+    """Send calls to the channel again (its failure count starts afresh)."""
+    from .channel_commands import set_enabled
+
+    with _admin(url, admin_key) as client:
+        set_enabled(client, channel_id, True, as_json)
+
+
 admin_key_app = typer.Typer(no_args_is_help=True, help="The admin key kept in the database (when SB_ADMIN_KEY is unset).")
 app.add_typer(admin_key_app, name="admin-key")
 

@@ -79,3 +79,22 @@ def test_report_prints_the_api_rows(stack: Stack) -> None:
     table = cli(stack, "report", *params)
     assert DEFAULT_MODEL in table and "cli-report" in table and "total" in table
     assert "group_by" in cli(stack, "report", "--by", "colour", code=1)
+
+
+def test_channel_commands(stack: Stack, upstream: tuple[str, Any]) -> None:
+    added = json.loads(cli(stack, "channel", "add", "--name", "cli-channel", "--type", "openai", "--base-url", upstream[0],
+                           "--key", "sk-cli-upstream-key-1", "--key", "sk-cli-upstream-key-2", "--models", "cli-model-a, cli-model-b",
+                           "--priority", "3", "--json"))
+    channel_id = added["id"]
+    try:
+        assert added["served_models"] == ["cli-model-a", "cli-model-b"] and added["priority"] == 3 and len(added["keys"]) == 2
+        table = cli(stack, "channel", "list")
+        assert "cli-channel" in table and "sk-cli-upstream-key" not in table  # keys are never printed whole
+        disabled = json.loads(cli(stack, "channel", "disable", str(channel_id), "--json"))
+        assert disabled["enabled"] is False and disabled["disabled_reason"] == "disabled by an operator"
+        assert json.loads(cli(stack, "channel", "enable", str(channel_id), "--json"))["enabled"] is True
+        assert "No channel with id 999999" in cli(stack, "channel", "disable", "999999", code=1)
+    finally:
+        cli(stack, "channel", "disable", str(channel_id))
+        with stack.admin() as admin:
+            admin.delete(f"/api/channels/{channel_id}")
