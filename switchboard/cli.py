@@ -388,7 +388,7 @@ def channel_add(
     name: str = typer.Option(..., "--name", help="What the channel is called."),
     kind: str = typer.Option(..., "--type", help="openai, dify, anthropic, … (the channel's kind)."),
     base_url: str = typer.Option(..., "--base-url", help="The upstream's base URL (OpenAI-compatible: ending in /v1)."),
-    key: list[str] = typer.Option(..., "--key", help="The upstream key; repeat for several (calls spread over them)."),
+    key: list[str] = typer.Option(..., "--key", help="The upstream key; repeat for several (calls spread over them)."),  # noqa: B008 - typer's way to declare a repeatable option
     models: str | None = typer.Option(None, "--models", help="Comma list of models it serves (`prefix*` patterns too)."),
     priority: int | None = typer.Option(None, "--priority", help="Higher is tried first."),
     weight: int | None = typer.Option(None, "--weight", help="Share within a priority."),
