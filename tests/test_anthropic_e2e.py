@@ -59,13 +59,8 @@ def add_claude(stack: Stack, anthropic: tuple[str, FakeAnthropicState]) -> Itera
     def add(model: str, *, key: str | None = None, priority: int = 0, options: dict[str, Any] | None = None) -> dict[str, Any]:
         upstream_key = key or state.add_key()
         channel = stack.add_channel(
-            name=f"claude-{uuid.uuid4().hex[:6]}",
-            type="anthropic",
-            base_url=base_url,
-            api_key=upstream_key,
-            models=[model],
-            priority=priority,
-            options={"model_mapping": {model: UPSTREAM_MODEL}, **(options or {})},
+            name=f"claude-{uuid.uuid4().hex[:6]}", type="anthropic", base_url=base_url, api_key=upstream_key, models=[model],
+            priority=priority, model_mapping={model: UPSTREAM_MODEL}, options=options or {},
         )
         created.append(channel["id"])
         return {**channel, "key": upstream_key}

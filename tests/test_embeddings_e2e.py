@@ -43,7 +43,7 @@ def embedding_model(stack: Stack, upstream: tuple[str, FakeOpenAIState]) -> Iter
             base_url=base_url or upstream[0],
             api_key=DEFAULT_API_KEY,
             models=[model],
-            options={"model_mapping": {model: UPSTREAM_MODEL}},
+            model_mapping={model: UPSTREAM_MODEL},
         )
         channels.append(channel["id"])
         with stack.admin() as admin:

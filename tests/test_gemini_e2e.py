@@ -64,7 +64,8 @@ def add_gemini_channel(
         api_key=api_key,
         models=[public],
         priority=priority,
-        options={"model_mapping": {public: upstream_model}, **(options or {})},
+        model_mapping={public: upstream_model},
+        options=options or {},
     )
     return public, channel
 
