@@ -204,10 +204,11 @@ class Stack:
             raise type(exc)(f"{name}: {exc}\n{self.logs()}") from None
 
     # --- helpers for tests --------------------------------------------------------------------
-    def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        """Run `switchboard <args>` once with this stack's settings (e.g. `migrate`) and wait for it."""
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+        """Run `switchboard <args>` once with this stack's settings (plus `env`; e.g. `migrate`) and wait for it."""
         return subprocess.run(
-            self._command(list(args)), env=self._env, cwd=self.workdir, capture_output=True, timeout=120, check=False
+            self._command(list(args)), env={**self._env, **env}, cwd=self.workdir, capture_output=True, timeout=120,
+            check=False,
         )
 
     def logs(self, name: str | None = None) -> str:

@@ -369,6 +369,31 @@ def token_rotate(token_id: int = TokenIdArgument, as_json: bool = JsonOption, ur
         rotate(client, token_id, as_json)
 
 
+@app.command()
+def doctor(url: str | None = UrlOption, admin_key: str | None = AdminKeyOption, as_json: bool = JsonOption) -> None:
+    """The effective settings (secrets masked), each backend reachable or not and why, the schema, the channels.
+
+    Exit status 1 when anything fails.
+    """
+    import json
+
+    from .admin_client import default_url
+    from .console_output import console, print_record, print_table
+    from .doctor import run
+
+    settings = _settings()
+    shown, checks = run(settings, url or default_url(settings), admin_key or settings.admin_key)
+    if as_json:
+        typer.echo(json.dumps({"settings": shown, "checks": [vars(c) for c in checks]}, indent=2, default=str))
+    else:
+        print_record(shown, title="settings")
+        print_table(("name", "ok", "detail"), [vars(c) for c in checks], title="checks")
+        failed = [c.name for c in checks if not c.ok]
+        console().print("all good" if not failed else f"{len(failed)} check(s) failed: {', '.join(failed)}", highlight=False)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 channel_app = typer.Typer(no_args_is_help=True, help="Channels (upstreams): list, add, test, enable, disable.")
 app.add_typer(channel_app, name="channel")
 ChannelIdArgument = typer.Argument(..., help="The channel's id.")
