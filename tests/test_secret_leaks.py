@@ -230,6 +230,11 @@ def test_no_key_in_any_response_or_log_line(
                 )
         finally:
             state.clear_failure()
+        if status == 401:  # a refused key disables its channel at once (channel health): bring it back
+            channel_id = created["anthropic"]["id"]
+            disabled = run.admin("channel after its key was refused", "GET", f"/api/channels/{channel_id}")
+            assert json.loads(disabled.body)["enabled"] is False, disabled.body
+            assert run.admin("channel re-enabled", "PATCH", f"/api/channels/{channel_id}", json={"enabled": True}).status == 200
     # Mid-stream: part of the answer, then an error chunk carrying the key.
     for state, model, key in ((openai_state, OPENAI_MODEL, OPENAI_KEY), (anthropic_state, ANTHROPIC_MODEL, ANTHROPIC_KEY)):
         state.raw_stream = [
