@@ -47,13 +47,15 @@ def add_azure(stack: Stack, azure: tuple[str, FakeOpenAIState]) -> Iterator[Call
     created: list[int] = []
 
     def add(
-        model: str, *, key: str = DEFAULT_API_KEY, priority: int = 0, options: dict[str, Any] | None = None
+        model: str, *, key: str = DEFAULT_API_KEY, priority: int = 0, options: dict[str, Any] | None = None,
+        model_mapping: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         channel = stack.add_channel(
             name=f"azure-{uuid.uuid4().hex[:6]}",
             type="azure",
             base_url=endpoint,
             api_key=key,
+            model_mapping=model_mapping or {},
             models=[model],
             priority=priority,
             options=options or {},
@@ -138,7 +140,7 @@ async def test_model_mapping_names_the_deployment(
 ) -> None:
     state = azure[1]
     model = model_name()
-    add_azure(model, options={"model_mapping": {model: "gpt-4o"}})  # "gpt-4o" is a deployment of the fake
+    add_azure(model, model_mapping={model: "gpt-4o"})  # "gpt-4o" is a deployment of the fake
     token = stack.add_token()
     text = unique("mapped")
     async with async_client(stack, token["key"]) as client:

@@ -562,7 +562,7 @@ def test_a_gemini_key_never_shows_in_responses_or_logs(stack: Stack, token: dict
                     "base_url": base_url,
                     "api_key": key,
                     "models": [model := f"gem-leak-{uuid.uuid4().hex[:8]}"],
-                    "options": {"model_mapping": {model: "gemini-2.5-flash"}},
+                    "model_mapping": {model: "gemini-2.5-flash"},
                 },
             )
             assert created.status_code == 201, created.text
