@@ -127,7 +127,7 @@ async def test_a_refused_key_is_set_aside_and_the_others_serve(health_stack: Sta
 
 
 def _jobs_served(metrics_text: str) -> float:
-    return sum(float(v) for v in re.findall(r'^switchboard_relay_jobs_total\{status="ok"\} ([0-9.e+]+)$', metrics_text, re.M))
+    return sum(float(v) for v in re.findall(r'^switchboard_relay_jobs_total\{status="ok"\} ([0-9.e+]+)$', metrics_text, re.MULTILINE))
 
 
 async def test_a_new_channel_is_served_by_every_worker_at_once(health_stack: Stack) -> None:
@@ -149,3 +149,36 @@ async def test_a_new_channel_is_served_by_every_worker_at_once(health_stack: Sta
     served = [a - b for a, b in zip(after, before, strict=True)]
     print(f"\nnew channel: 24 calls within {took:.2f}s of adding it, served per worker {served}")
     assert all(n > 0 for n in served), f"a worker served none of the new channel's calls: {served}"
+
+
+async def test_the_probe_brings_back_a_healed_channel_but_never_an_operators_disable(
+    health_stack: Stack, two_upstreams: Any
+) -> None:
+    stack = health_stack
+    (primary_url, primary_state), (backup_url, _) = two_upstreams
+    model, primary, _ = _pair(stack, primary_url, backup_url)
+    key = stack.add_token(name="health-probe")["key"]
+    operator_off = stack.add_channel(name="operator-off", type="openai", base_url=backup_url, api_key=DEFAULT_API_KEY, models=[model])
+    with stack.admin() as admin:
+        assert admin.patch(f"/api/channels/{operator_off['id']}", json={"enabled": False}).status_code == 200
+    primary_state.fail_status = 401  # a refused key: disabled at once
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=20) as http:
+        assert (await _call(http, key, model)).status_code == 200
+        assert _channel(stack, primary["id"])["enabled"] is False
+
+        primary_state.fail_status = None  # healed: the next probe finds it answering
+        healed_at = time.monotonic()
+        deadline = healed_at + 30
+        while not (shown := _channel(stack, primary["id"]))["enabled"]:
+            assert time.monotonic() < deadline, shown
+            await asyncio.sleep(0.1)
+        print(f"\nprobe: a healed channel was enabled again {time.monotonic() - healed_at:.1f}s after it healed "
+              f"(SB_CHANNEL_PROBE_INTERVAL={PROBE_SECONDS:g}s)")
+        assert shown["disabled_reason"] is None and shown["health"]["state"] == "healthy", shown
+        assert shown["health"]["last_probe_at"] is not None
+        before = len(primary_state.snapshot())
+        assert (await _call(http, key, model)).status_code == 200
+        assert len(primary_state.snapshot()) > before, "the re-enabled channel is not served"
+    # Probe rounds ran since the operator's disable (one re-enabled the primary): this one was left alone.
+    still_off = _channel(stack, operator_off["id"])
+    assert still_off["enabled"] is False and still_off["disabled_reason"] == "disabled by an operator", still_off

@@ -256,14 +256,14 @@ def test_every_kind_is_tested_with_its_own_api(stack: Stack) -> None:
                 "type": "anthropic",
                 "base_url": anthropic_url,
                 "api_key": claude_key,
-                "options": {"model_mapping": {"claude-test": "claude-sonnet-4-5"}},
+                "model_mapping": {"claude-test": "claude-sonnet-4-5"},
                 "models": ["claude-test"],
             },
             "gemini": {
                 "type": "gemini",
                 "base_url": gemini_url,
                 "api_key": GEMINI_KEY,
-                "options": {"model_mapping": {"gem-test": "gemini-2.5-flash"}},
+                "model_mapping": {"gem-test": "gemini-2.5-flash"},
                 "models": ["gem-test"],
             },
         }

@@ -142,6 +142,7 @@ class ChannelProbeJob(BaseModel):
     api_key: str = Field(repr=False, description="Encrypted with SB_SECRET_KEY (SecretBox): never plain on the bus.")
     models: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
+    model_mapping: dict[str, str] = Field(default_factory=dict, description="The channel's public → upstream model names.")
     model: str | None = Field(None, description="`test`: the model to call (default: the channel's first).")
     timeout_seconds: float = Field(gt=0, le=60, description="The upstream's share of the check.")
     reply_to: str

@@ -67,10 +67,11 @@ class ChannelProber:
         return {"error": error}
 
     async def test(
-        self, channel_type: str, base_url: str, api_key: str, models: Sequence[str], options: dict[str, Any], model: str | None
+        self, channel_type: str, base_url: str, api_key: str, models: Sequence[str], options: dict[str, Any], model: str | None,
+        model_mapping: dict[str, str] | None = None,
     ) -> ChannelProbeResult:
         """One small live call through the channel (`POST /api/channels/{id}/test`)."""
-        return await self._ask("test", channel_type, base_url, api_key, models, options, model)
+        return await self._ask("test", channel_type, base_url, api_key, models, options, model, model_mapping)
 
     async def _ask(
         self,
@@ -81,6 +82,7 @@ class ChannelProber:
         models: Sequence[str] | None,
         options: dict[str, Any] | None,
         model: str | None = None,
+        model_mapping: dict[str, str] | None = None,
     ) -> ChannelProbeResult:
         if not self._backends.pubsub.listening:
             raise OpenAIError(
@@ -100,6 +102,7 @@ class ChannelProber:
             api_key=self._secrets.encrypt(api_key),  # the bus never carries a key in plain text
             models=list(models or ()),
             options=dict(options or {}),
+            model_mapping=dict(model_mapping or {}),
             model=model,
             timeout_seconds=self.timeout,
             reply_to=self._router.channel,

@@ -70,6 +70,7 @@ class ProbeRunner:
             info={},
             priority=0,
             weight=1,
+            model_mapping=job.model_mapping,
         )
         info = error = None
         started = time.monotonic()

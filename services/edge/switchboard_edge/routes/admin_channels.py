@@ -220,7 +220,8 @@ async def test_channel(channel_id: int, request: Request) -> ChannelTestResult:
         key = _stored_key(channel, edge.secrets)
     # The session is closed: the upstream's time is spent with no database connection held.
     result = await edge.prober.test(
-        channel.type, channel.base_url, key, list(channel.models or ()), dict(channel.options or {}), data.model
+        channel.type, channel.base_url, key, list(channel.models or ()), dict(channel.options or {}), data.model,
+        dict(channel.model_mapping or {}),
     )
     return ChannelTestResult(ok=result.ok, latency_ms=result.latency_ms, error=result.error)
 
