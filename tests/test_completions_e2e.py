@@ -50,7 +50,7 @@ def priced_model(stack: Stack, upstream: tuple[str, FakeOpenAIState]) -> Iterato
             "base_url": upstream[0],
             "api_key": DEFAULT_API_KEY,
             "models": [model],
-            "options": {"model_mapping": {model: UPSTREAM_MODEL}},
+            "model_mapping": {model: UPSTREAM_MODEL},
             **channel,
         }
         channels.append(stack.add_channel(**fields)["id"])
