@@ -60,10 +60,13 @@ def _shown_info(channel: Channel, secrets: SecretBox) -> dict[str, Any] | None:
     if not isinstance(info, dict) or not isinstance(info.get("error"), str):
         return info
     try:
-        key = secrets.decrypt(channel.api_key)
+        keys = split_keys(secrets.decrypt(channel.api_key)) or [""]
     except SecretDecryptError:
-        key = ""  # nothing to match against; masked fragments are still removed
-    return {**info, "error": redact(info["error"], key)}
+        keys = [""]  # nothing to match against; masked fragments are still removed
+    error = info["error"]
+    for key in keys:
+        error = redact(error, key)
+    return {**info, "error": error}
 
 
 @router.post("", status_code=201, openapi_extra=json_body(ChannelCreate))
