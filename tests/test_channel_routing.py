@@ -3,6 +3,7 @@ hides it from other groups' keys, and `prefix*` patterns serve whole families of
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from harness.stack import Stack
 from tests.fakes.openai_server import DEFAULT_API_KEY, FakeOpenAIState, run_fake_openai
+from tests.helpers import usage_for
 
 CHAT = "/v1/chat/completions"
 
@@ -95,3 +97,36 @@ def test_prefix_patterns_serve_every_matching_name(stack: Stack, own_upstream: t
         assert not any(m.endswith("*") for m in _listed(stack, key)), "a pattern is listed as a model"
     finally:
         _cleanup(stack, channel)
+
+
+async def test_weights_share_the_calls_within_a_priority(stack: Stack) -> None:
+    """Over 1,000 calls, channels of one priority with weights 3 and 1 get 75 % and 25 % of them, ±5 points
+    (a binomial spread of about 1.4 points: a wider miss is a bug, not chance)."""
+    calls = 1000
+    with run_fake_openai(FakeOpenAIState(record=False)) as (heavy_url, _), run_fake_openai(FakeOpenAIState(record=False)) as (
+        light_url, _
+    ):
+        model = f"weights-{uuid.uuid4().hex[:6]}"
+        heavy = _channel(stack, heavy_url, models=[model], weight=3)
+        light = _channel(stack, light_url, models=[model], weight=1)
+        try:
+            key = stack.add_token(name="weights")["key"]
+            limits = httpx.Limits(max_connections=20)
+            async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, limits=limits) as http:
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+                gate = asyncio.Semaphore(20)
+
+                async def one() -> str:
+                    async with gate:
+                        response = await http.post(CHAT, headers={"Authorization": f"Bearer {key}"}, json=body)
+                    assert response.status_code == 200, response.text
+                    return response.headers["x-request-id"]
+
+                request_ids = await asyncio.gather(*(one() for _ in range(calls)))
+            rows = await usage_for(stack, list(request_ids), timeout=60)
+        finally:
+            _cleanup(stack, heavy, light)
+    share = sum(1 for row in rows.values() if row["channel_id"] == heavy["id"]) / calls
+    print(f"\nweights 3:1 over {calls} calls: {share:.1%} to the heavier channel (expected 75.0% ± 5)")
+    assert len(rows) == calls
+    assert abs(share - 0.75) <= 0.05, share
