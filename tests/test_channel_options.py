@@ -13,6 +13,7 @@ BAD_OPTIONS = {
     "unknown option": ({"memroy": "conversation"}, "options.memroy"),
     "wrong value": ({"memory": "forever"}, "options.memory"),
     "wrong type": ({"show_thoughts": "perhaps"}, "options.show_thoughts"),
+    "unknown tools mode": ({"tools": "drop"}, "options.tools"),
     "negative timeout": ({"idle_timeout_seconds": -1}, "options.idle_timeout_seconds"),
     "inputs not an object": ({"inputs": "x"}, "options.inputs"),
     "model_mapping is a channel field, not an option": ({"model_mapping": {"a": "b"}}, "options.model_mapping"),

@@ -25,6 +25,8 @@ import pytest
 
 from harness.stack import Stack
 from switchboard_relay.channels.dify import zero_width
+from switchboard_relay.channels.dify.tool_protocol import tool_instructions
+from switchboard_shared.token_estimate import estimate_text_tokens
 from tests.fakes.dify_server import (
     AgentThought,
     DifyError,
@@ -831,7 +833,7 @@ async def test_tool_calls_without_streaming(stack: Stack, token: dict[str, Any],
     app = new_app("chat", script=_tool_script)
     question = unique("what is the weather in Paris")
     async with async_client(stack, token["key"]) as client:
-        completion, _ = await chat(client, app.model, [user(question)], tools=[WEATHER_TOOL])
+        completion, headers = await chat(client, app.model, [user(question)], tools=[WEATHER_TOOL])
         plain, _ = await chat(client, app.model, [user(unique("just say hello"))], tools=[WEATHER_TOOL])
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and not choice.message.content
@@ -847,6 +849,7 @@ async def test_tool_calls_without_streaming(stack: Stack, token: dict[str, Any],
     assert schemas == [{"name": "get_weather", "description": "Current weather in a city.",
                         "parameters": WEATHER_TOOL["function"]["parameters"]}]
     assert "<tool_calls>" in query and "</tool_calls>" in query
+    assert headers[TOOLS_HEADER] == "full", "a small tool set is sent in full"
 
 
 async def test_tool_calls_streaming_and_tool_results(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:
@@ -893,6 +896,87 @@ async def test_tool_results_continue_the_conversation(stack: Stack, token: dict[
     assert follow_up["conversation_id"] == conversation_id
     assert follow_up["query"].startswith(f"Tool result ({call.id}, get_weather):\nsunny, 21 C")
     assert len(app.queries(conversation_id)) == 2
+
+
+TOOLS_HEADER = "x-switchboard-tools"
+
+
+def many_tools(count: int) -> list[dict[str, Any]]:
+    """`count` tool definitions shaped like Open WebUI's built-ins (long descriptions, described parameters), get_weather first."""
+    tools = [WEATHER_TOOL]
+    for number in range(1, count):
+        tools.append({"type": "function", "function": {
+            "name": f"builtin_tool_{number}",
+            "description": f"Built-in tool number {number} of the web page.\n" + "It does one useful thing, explained at length. " * 6,
+            "parameters": {"type": "object", "properties": {
+                "query": {"type": "string", "description": "What to look for, in the user's own words. " * 3},
+                "count": {"type": "integer", "description": "How many results to return at most."},
+                "tags": {"type": "array", "items": {"type": "string"}, "description": "Filters to apply."},
+            }, "required": ["query"]},
+        }})
+    return tools
+
+
+async def test_many_tools_are_listed_compactly(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:
+    tools = many_tools(36)
+    full = tool_instructions(tools, None)
+    assert estimate_text_tokens(full) > 4000, "the fixture is as heavy as Open WebUI's tool set"
+    app = new_app("chat", script=_tool_script)
+    question = unique("what is the weather in Paris")
+    async with async_client(stack, token["key"]) as client:
+        completion, headers = await chat(client, app.model, [user(question)], tools=tools)
+        streamed, stream_headers = await stream_chat(client, app.model, [user(unique("just say hello"))], tools=tools)
+    assert headers[TOOLS_HEADER] == "compact" and stream_headers[TOOLS_HEADER] == "compact"
+    query = app.bodies()[0]["query"]
+    assert query.startswith(question + "\n\n")
+    assert len(query) < len(full) / 3, (len(query), len(full))
+    assert estimate_text_tokens(query) <= 1500 + estimate_text_tokens(question)
+    assert "JSON Schema" not in query and '"properties"' not in query
+    assert "- get_weather(city: string): Current weather in a city." in query
+    assert "- builtin_tool_7(query: string, count?: integer, tags?: array of string): Built-in tool number 7 of the web page." in query
+    assert all(f"builtin_tool_{n}(" in query for n in range(1, 36))
+    assert "explained at length" not in query, "only the description's first line"
+    # The protocol still works on the compact listing.
+    (call,) = completion.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert streamed.content == "Hello there, no tools needed." and streamed.finish_reason == "stop"
+
+
+async def test_too_many_tools_keep_only_the_ones_used(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:
+    tools = many_tools(200)  # over the budget even compactly
+    assert estimate_text_tokens(tool_instructions(tools, None, compact=True)) > 1500
+    app = new_app("chat", script=_tool_script)
+    question = unique("weather in Paris please")
+    history = [
+        user(question),
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+    ]
+    async with async_client(stack, token["key"]) as client:
+        first, first_headers = await chat(client, app.model, [user(unique("hello"))], tools=tools)
+        answer, headers = await chat(client, app.model, history, tools=tools)
+    assert first_headers[TOOLS_HEADER] == "used-only" and headers[TOOLS_HEADER] == "used-only"
+    fresh, continued = app.bodies()[0]["query"], app.bodies()[1]["query"]
+    assert "You can call these tools" not in fresh and "builtin_tool" not in fresh, "nothing used yet: no tools offered"
+    assert first.choices[0].message.content == "Hello there, no tools needed."
+    assert "- get_weather(city: string): Current weather in a city." in continued
+    assert "builtin_tool" not in continued
+    assert answer.choices[0].message.content == "It is sunny in Paris."
+
+
+async def test_tools_ignore_option_sends_no_tools(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:
+    app = new_app("chat", script=_tool_script, options={"tools": "ignore"})
+    question = unique("what is the weather in Paris")
+    async with async_client(stack, token["key"]) as client:
+        completion, headers = await chat(client, app.model, [user(question)], tools=many_tools(36))
+        _, plain_headers = await chat(client, app.model, [user(question)])
+    assert headers[TOOLS_HEADER] == "ignored"
+    assert TOOLS_HEADER not in plain_headers, "no tools in the request: no header"
+    query = app.bodies()[0]["query"]
+    assert query == question
+    assert completion.choices[0].message.content == "Hello there, no tools needed."
+    assert completion.choices[0].finish_reason == "stop" and completion.choices[0].message.tool_calls is None
 
 
 # ---------------------------------------------------------------- 8. inputs and conversation headers

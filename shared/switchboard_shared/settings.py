@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, ge=1, description="The largest SSE line or non-stream body read from an upstream; larger fails the request (502)."
     )
 
+    dify_tool_budget_tokens: int = Field(
+        1500, ge=0, le=1_000_000,
+        description="Estimated tokens of tool definitions a Dify query may carry; over it they are listed compactly, "
+        "then only the tools already used (docs/dify.md).",
+    )
+
     # Channel health
     channel_failure_threshold: int = Field(
         5, ge=1, le=1000,

@@ -66,6 +66,7 @@ class RelayWorker:
             key_prefix=backends.redis_prefix,
             idle_timeout_seconds=settings.upstream_read_timeout_seconds,
             secrets=secrets,
+            tool_budget_tokens=settings.dify_tool_budget_tokens,
         )
         # A redelivered job can start only before its pickup deadline: the marks need not outlive that.
         self.claims = JobClaims(backends.kv, backends.redis_prefix, 2 * settings.pickup_timeout_seconds)

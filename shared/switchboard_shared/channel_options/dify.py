@@ -19,6 +19,9 @@ class DifyOptions(ChannelOptions):
     system_input: str | None = Field(None, min_length=1, max_length=128, description="Input variable for the system prompt.")
     query_input: str | None = Field(None, min_length=1, max_length=128, description="Input variable for the user's message.")
     output_key: str | None = Field(None, min_length=1, max_length=128, description="Workflow output that is the reply.")
+    tools: Literal["emulate", "ignore"] = Field(
+        "emulate", description="`emulate`: the request's tools go into the query (within SB_DIFY_TOOL_BUDGET_TOKENS); `ignore`: never sent."
+    )
     show_thoughts: bool = Field(True, description="Agent thoughts as reasoning_content.")
     inputs: dict[str, Any] = Field(default_factory=dict, description="Default app variables sent with every request.")
     idle_timeout_seconds: float | None = Field(None, gt=0, le=3600, description="End a stream silent for this long.")

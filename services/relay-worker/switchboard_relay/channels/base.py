@@ -134,6 +134,7 @@ class RelayContext:
     key_prefix: str
     idle_timeout_seconds: float
     secrets: SecretBox  # derives per-key pseudonyms (e.g. Dify end users) from SB_SECRET_KEY
+    tool_budget_tokens: int  # SB_DIFY_TOOL_BUDGET_TOKENS: estimated tokens of tool schemas a Dify query may carry
 
 
 class ChannelAdaptor(ABC):

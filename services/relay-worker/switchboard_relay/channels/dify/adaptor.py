@@ -30,7 +30,8 @@ from .errors import http_error
 from .files import check_app_accepts, collect_files, to_dify_files
 from .memory import ConversationMemory, ConversationPlan, dify_user, owner_of
 from .stream_events import DifyEventTranslator
-from .tool_protocol import ToolCallDetector, tool_instructions
+from .tool_budget import TOOLS_HEADER, ToolOffer, offer_tools
+from .tool_protocol import ToolCallDetector
 from .transcript import render, system_prompt, without_system
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class DifyRequest:
     turns: list[dict[str, Any]]
     user: str  # the Dify end user (see memory.dify_user)
     files: list[dict[str, Any]] = field(default_factory=list)
+    tools: ToolOffer | None = None  # None: the request offers no tools
 
 
 class _ConversationGone(Exception):
@@ -100,6 +102,10 @@ class DifyAdaptor(ChannelAdaptor):
         messages: list[dict[str, Any]] = job.body["messages"]
         user = dify_user(self.context.secrets, job)
         request = DifyRequest(job, channel, app_mode(channel), system_prompt(messages), without_system(messages), user)
+        request.tools = offer_tools(
+            _active_tools(job.body), job.body.get("tool_choice"), request.turns,
+            channel.options.get("tools") or "emulate", self.context.tool_budget_tokens,
+        )
         if request.mode in CHAT_MODES:
             plan = await self.memory.plan(channel, user, job.headers, request.system, request.turns)
             if plan.conversation_id and not await self.memory.may_use(channel, plan.conversation_id, owner_of(job)):
@@ -128,10 +134,13 @@ class DifyAdaptor(ChannelAdaptor):
         """One call to Dify for `request` under `plan`, with tool-call detection and memory upkeep."""
         job, channel, mode = request.job, request.channel, request.mode
         body, warnings = build_body(request, plan)
+        headers = {TOOLS_HEADER: request.tools.rendering} if request.tools is not None else {}
         if warnings:
-            yield ResponseHeaders({WARNING_HEADER: "; ".join(warnings)})
-        tools = _active_tools(job.body)
-        detector = ToolCallDetector({(t.get("function") or {}).get("name") for t in tools}) if tools else None
+            headers[WARNING_HEADER] = "; ".join(warnings)
+        if headers:
+            yield ResponseHeaders(headers)
+        offered = request.tools.names if request.tools is not None else set()
+        detector = ToolCallDetector(offered) if offered else None
         translator = DifyEventTranslator(channel, mode, show_thoughts=channel.options.get("show_thoughts", True) is not False)
         reply: list[str] = []
 
@@ -252,9 +261,8 @@ def build_body(request: DifyRequest, plan: ConversationPlan) -> tuple[dict[str, 
     elif system and not plan.continues:  # a continued conversation already has it in its history: never duplicate
         query_system = system
     query = render(turns[plan.send_from :], query_system, history=turns)
-    tools = _active_tools(job.body)
-    if tools:
-        query = f"{query}\n\n{tool_instructions(tools, job.body.get('tool_choice'))}"
+    if request.tools is not None and request.tools.text:
+        query = f"{query}\n\n{request.tools.text}"
     body: dict[str, Any] = {"inputs": inputs, "response_mode": "streaming", "user": request.user}
     if request.files:
         body["files"] = request.files

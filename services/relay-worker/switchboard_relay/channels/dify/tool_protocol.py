@@ -20,16 +20,25 @@ import orjson
 OPEN, CLOSE = "<tool_calls>", "</tool_calls>"
 
 
-def tool_instructions(tools: list[dict[str, Any]], tool_choice: Any) -> str:
-    """The text appended to the query that teaches the app the protocol."""
-    specs = [
-        {
-            "name": (t.get("function") or {}).get("name"),
-            "description": (t.get("function") or {}).get("description") or "",
-            "parameters": (t.get("function") or {}).get("parameters") or {"type": "object", "properties": {}},
-        }
-        for t in tools
-    ]
+def tool_instructions(tools: list[dict[str, Any]], tool_choice: Any, *, compact: bool = False) -> str:
+    """The text appended to the query that teaches the app the protocol.
+
+    `compact`: one line per tool (name, parameter names and types, first line of the
+    description) instead of the full JSON Schemas, for tool sets over the budget.
+    """
+    if compact:
+        listing = "You can call these tools (name(parameter: type, ...): description; `?` marks an optional parameter):\n"
+        listing += "\n".join(compact_line(t) for t in tools)
+    else:
+        specs = [
+            {
+                "name": (t.get("function") or {}).get("name"),
+                "description": (t.get("function") or {}).get("description") or "",
+                "parameters": (t.get("function") or {}).get("parameters") or {"type": "object", "properties": {}},
+            }
+            for t in tools
+        ]
+        listing = f"You can call these tools (JSON Schema parameters):\n{orjson.dumps(specs).decode()}"
     if tool_choice == "required":
         rule = "You must call at least one tool now."
     elif isinstance(tool_choice, dict) and (tool_choice.get("function") or {}).get("name"):
@@ -37,12 +46,43 @@ def tool_instructions(tools: list[dict[str, Any]], tool_choice: Any) -> str:
     else:
         rule = "Call a tool only if it is needed to answer; otherwise answer normally."
     return (
-        "You can call these tools (JSON Schema parameters):\n"
-        f"{orjson.dumps(specs).decode()}\n\n"
+        f"{listing}\n\n"
         f"{rule} To call tools, reply with nothing but {OPEN}[{{\"name\": \"<tool name>\", "
         f"\"arguments\": {{...}}}}]{CLOSE} (a JSON array, one object per call, arguments matching the "
         "schema) and no other text. Tool results will come back in a later message."
     )
+
+
+def compact_line(tool: dict[str, Any]) -> str:
+    """`- name(a: string, b?: integer): first line of the description` for one OpenAI tool."""
+    function = tool.get("function") or {}
+    schema = function.get("parameters") or {}
+    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    required = set(schema.get("required") or ())
+    params = ", ".join(
+        f"{name}{'' if name in required else '?'}: {_type_name(spec)}" for name, spec in properties.items()
+    )
+    description = ((function.get("description") or "").strip().splitlines() or [""])[0].strip()
+    if len(description) > _DESCRIPTION_CHARS:  # one line, not a manual: the full text is what the budget cut
+        description = description[: _DESCRIPTION_CHARS - 1].rstrip() + "…"
+    return f"- {function.get('name')}({params})" + (f": {description}" if description else "")
+
+
+_DESCRIPTION_CHARS = 120
+
+
+def _type_name(spec: Any) -> str:
+    """A JSON Schema's type in a word: `string`, `array of integer`, `string|null`, or `any`."""
+    if not isinstance(spec, dict):
+        return "any"
+    kind = spec.get("type")
+    if isinstance(kind, list):
+        return "|".join(str(k) for k in kind) or "any"
+    if kind == "array":
+        return f"array of {_type_name(spec.get('items'))}"
+    if kind is None and "enum" in spec:
+        return "enum"
+    return str(kind) if kind else "any"
 
 
 def parse_calls(payload: str, known: set[str]) -> list[dict[str, Any]] | None:
