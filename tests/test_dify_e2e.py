@@ -31,6 +31,7 @@ from tests.fakes.dify_server import (
     AgentThought,
     DifyError,
     FakeDifyState,
+    HumanInput,
     RecordedRequest,
     Script,
     StopRecord,
@@ -453,6 +454,72 @@ async def test_show_thoughts_false_hides_reasoning(stack: Stack, token: dict[str
     assert "reasoning_content" not in (message.model_extra or {})
     assert streamed.reasoning == ""
     assert message.content.endswith("The answer is 42.") and streamed.content.endswith("The answer is 42.")
+
+
+@pytest.mark.parametrize("mode", ["advanced-chat", "workflow"])
+async def test_reasoning_chunks_become_reasoning_content(
+    stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp], mode: str
+) -> None:
+    """Dify 1.13+ streams an LLM node's thinking as `reasoning_chunk` events, ended by an empty `is_final` one."""
+    script = Script(answer="The answer is 42.", reasoning=["Six times ", "seven is ", "42."])
+    app = new_app(mode, script=script)
+    quiet = new_app(mode, script=script, options={"show_thoughts": False})
+    async with async_client(stack, token["key"]) as client:
+        completion, _ = await chat(client, app.model, [user(unique("reason"))])
+        streamed, _ = await stream_chat(client, app.model, [user(unique("reason"))])
+        hidden, _ = await stream_chat(client, quiet.model, [user(unique("reason quietly"))])
+    message = completion.choices[0].message
+    assert message.model_extra["reasoning_content"] == "Six times seven is 42."
+    assert streamed.reasoning == "Six times seven is 42."
+    assert message.content == streamed.content == hidden.content == "The answer is 42."
+    first_content = min(i for i, c in enumerate(streamed.chunks) if c.choices and c.choices[0].delta.content)
+    reasoning_at = [i for i, c in enumerate(streamed.chunks) if c.choices and (c.choices[0].delta.model_extra or {}).get("reasoning_content")]
+    assert len(reasoning_at) == 3 and max(reasoning_at) < first_content, "one delta per chunk, before the answer"
+    assert hidden.reasoning == "", "show_thoughts: false hides model reasoning too"
+
+
+@pytest.mark.parametrize("mode", ["advanced-chat", "workflow"])
+async def test_a_run_paused_for_human_input_ends_with_a_clear_error(
+    stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp], mode: str
+) -> None:
+    """`human_input_required` / `workflow_paused` end the answer at once (not after the idle timeout), and the run stays paused."""
+    script = Script(answer="Draft is ready.", human_input=HumanInput(node_title="Manager approval"))
+    app = new_app(mode, script=script, options={"idle_timeout_seconds": 60})
+    started = time.monotonic()
+    response, records = await raw_sse(stack, token["key"], {"model": app.model, "messages": [user(unique("draft"))]})
+    async with async_client(stack, token["key"]) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model=app.model, messages=[user(unique("draft"))])
+    assert time.monotonic() - started < 20, "ended by the pause, not by the 60 s idle timeout"
+    assert response.status_code == 200 and streamed_content(records) == "Draft is ready."
+    sent = assert_error_then_done(records)
+    assert sent["code"] == "dify_human_input_required" and "Manager approval" in sent["message"], sent
+    assert sent["type"] == "invalid_request_error"
+    error = caught.value
+    assert error.status_code == 422 and error.code == "dify_human_input_required", error.body
+    assert "human input" in error.body["message"] and error.body["type"] == "invalid_request_error"
+    assert len(app.bodies(CHAT_PATH if mode == "advanced-chat" else WORKFLOW_PATH)) == 2, "not retried"
+    assert app.stops() == [], "the paused run is left for the form to be filled in Dify"
+    for request_id in (response.headers["x-request-id"], error.response.headers["x-request-id"]):
+        row = await usage_row(stack, request_id)
+        assert row["status"] == "error" and row["error_code"] == "dify_human_input_required"
+
+
+async def test_workflow_paused_alone_also_ends_the_answer(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:
+    script = [
+        {"event": "workflow_started"},
+        {"event": "text_chunk", "data": {"text": "Half"}},
+        {"event": "workflow_paused", "data": {"paused_nodes": ["approval_node"], "reasons": [], "status": "paused"}},
+    ]
+    app = new_app("workflow", script=script, options={"idle_timeout_seconds": 60})
+    async with async_client(stack, token["key"]) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model=app.model, messages=[user(unique("pause"))])
+        _, records = await raw_sse(stack, token["key"], {"model": app.model, "messages": [user(unique("pause"))]})
+    assert caught.value.status_code == 422 and "approval_node" in caught.value.body["message"]
+    assert streamed_content(records) == "Half"
+    assert assert_error_then_done(records)["code"] == "dify_human_input_required"
+    assert app.stops() == []
 
 
 async def test_message_file_becomes_a_markdown_image(stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]) -> None:

@@ -26,6 +26,10 @@ Scripts (what an app answers; `add_app(script=...)` or `state.set_script(key, ..
   `Usage.zero()` is Dify's empty usage), `outputs` / `workflow_error` (workflow and chatflow
   runs), `retriever_resources`, `ping_first`, `file_quirk` (Dify 1.11.2+ streams chat/completion
   text as `message_file` events when the message has files).
+  Dify 1.13+ (workflow and advanced-chat apps): `reasoning` (the LLM node's thinking, streamed as
+  `reasoning_chunk` events before its text, ended by an empty `is_final` chunk) and `human_input`
+  (a `HumanInput`: after the LLM node the run reaches a Human Input node, sends `node_started`,
+  `human_input_required` and `workflow_paused`, then ends the stream; outcome `"paused"`).
 * a `DifyError(status, code, message)` → that HTTP error before any stream.
 * a `list` of event dicts: Dify's envelope and default fields filled in, the given fields merged
   over them (nested dicts key by key), e.g. `[{"event": "message", "answer": "Hi"},
@@ -49,7 +53,7 @@ Records (read them from the test thread): `state.requests` (`RecordedRequest(pat
 headers)` for every request), `state.conversations` (id → `Conversation` with `turns`, see
 `state.queries(conversation_id)`), `state.uploads` (id → `UploadedFile`), `state.stops`
 (`StopRecord(task_id, user, app_key)`), `state.outcomes` (task_id → `"running"`, `"completed"`,
-`"error_event"`, `"stopped"`, `"dropped"`, `"client_disconnected"`, `"server_shutdown"`).
+`"error_event"`, `"paused"`, `"stopped"`, `"dropped"`, `"client_disconnected"`, `"server_shutdown"`).
 
 As its own process (one app, in the foreground; see `main`):
 `python -m tests.fakes.dify_server --port 9200 --key app-bench --chunks 50`.
@@ -84,13 +88,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 __all__ = [
-    "HANG", "AgentThought", "Conversation", "DifyError", "FakeApp", "FakeDifyState", "RawAnswer", "RecordedRequest",
+    "HANG", "AgentThought", "Conversation", "DifyError", "FakeApp", "FakeDifyState", "HumanInput", "RawAnswer",
+    "RecordedRequest",
     "Script", "StopRecord", "Turn", "UploadedFile", "Usage", "create_dify_app", "run_fake_dify",
 ]
 
 CHAT_MODES = ("chat", "agent-chat", "advanced-chat")
 PING = b"event: ping\n\n"
-_WORKFLOW_EVENTS = {"workflow_started", "workflow_finished", "node_started", "node_finished", "text_chunk"}
+_WORKFLOW_EVENTS = {"workflow_started", "workflow_finished", "node_started", "node_finished", "text_chunk",
+                    "human_input_required", "workflow_paused"}
+#: Events that carry no workflow_run_id in a chatflow's envelope (Dify's *ChunkStreamResponse).
+_CHUNK_EVENTS = {"text_chunk", "reasoning_chunk"}
 _TERMINAL = {"message_end", "error"}
 _PSEUDO = {"ping", "sleep", "drop", "hang", "raw"}
 _IMAGE_EXT = {"jpg", "jpeg", "png", "webp", "gif", "svg"}
@@ -164,6 +172,19 @@ class AgentThought:
 
 
 @dataclass
+class HumanInput:
+    """A Human Input node (Dify 1.13+) the run pauses at: its form, as `human_input_required` sends it."""
+
+    node_id: str = "human_input"
+    node_title: str = "Approval"
+    form_content: str = "Approve the draft?"
+    actions: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"id": "approve", "title": "Approve", "button_style": "primary"},
+        {"id": "reject", "title": "Reject", "button_style": "default"}])
+    expiration_time: int = 3600  # seconds from now
+
+
+@dataclass
 class Script:
     """How an app answers one request (see the module docstring)."""
 
@@ -185,6 +206,8 @@ class Script:
     retriever_resources: list[dict[str, Any]] = field(default_factory=list)
     ping_first: bool = True
     file_quirk: bool = True
+    reasoning: list[str] = field(default_factory=list)
+    human_input: HumanInput | None = None
 
 
 @dataclass(frozen=True)
@@ -402,7 +425,7 @@ class _Run:
             ev |= {"message_id": self.message_id, "created_at": self.created_at}
         if name != "error":
             ev["task_id"] = self.task_id
-            if name in _WORKFLOW_EVENTS and self.mode != "workflow" and name != "text_chunk":
+            if name in _WORKFLOW_EVENTS and self.mode != "workflow" and name not in _CHUNK_EVENTS:
                 ev["workflow_run_id"] = self.workflow_run_id
         ev.update(fields)
         return ev
@@ -468,6 +491,25 @@ class _Run:
                 "created_at": self.created_at, "finished_at": int(time.time()), "exceptions_count": 0, "files": []}
         return self.event("workflow_finished", data=data)
 
+    def reasoning_chunk(self, text: str, is_final: bool = False, node_id: str = "llm") -> dict[str, Any]:
+        message_id = None if self.mode == "workflow" else self.message_id  # workflow runs have no message
+        return self.event("reasoning_chunk", data={"reasoning": text, "node_id": node_id, "is_final": is_final,
+                                                   "message_id": message_id})
+
+    def human_input_required(self, h: HumanInput) -> dict[str, Any]:
+        form_id, token = str(uuid.uuid4()), uuid.uuid4().hex
+        return self.event("human_input_required", data={
+            "form_id": form_id, "node_id": h.node_id, "node_title": h.node_title, "form_content": h.form_content,
+            "inputs": [], "actions": h.actions, "display_in_ui": True, "form_token": token,
+            "resolved_default_values": {}, "expiration_time": int(time.time()) + h.expiration_time})
+
+    def workflow_paused(self, required: dict[str, Any]) -> dict[str, Any]:
+        reason = {"TYPE": "human_input_required", **required["data"], "approval_channels": []}
+        return self.event("workflow_paused", data={
+            "workflow_run_id": self.workflow_run_id, "paused_nodes": [required["data"]["node_id"]], "outputs": {},
+            "reasons": [reason], "status": "paused", "created_at": self.created_at, "elapsed_time": 0.5,
+            "total_tokens": self.usage.prompt_tokens + self.usage.completion_tokens, "total_steps": self.node_index})
+
     def stop_events(self) -> list[dict[str, Any]]:
         if self.mode == "workflow":
             return [self.workflow_finished("stopped", error="Stopped by user.")]
@@ -486,6 +528,8 @@ class _Run:
             "message_end": self.message_end, "error": self.error, "workflow_started": self.workflow_started,
             "node_started": lambda: self.nodes("llm", "LLM")[0], "node_finished": lambda: self.nodes("llm", "LLM")[1],
             "text_chunk": lambda: self.event("text_chunk", data={"text": "", "from_variable_selector": None}),
+            "reasoning_chunk": lambda: self.reasoning_chunk(""),
+            "human_input_required": lambda: self.human_input_required(HumanInput()),
             "workflow_finished": self.workflow_finished}
         return _merge(builders[name]() if name in builders else self.event(name), given)
 
@@ -508,6 +552,8 @@ class _Run:
             evs += self.nodes("start", "Start", self.inputs, self.inputs)
             llm_started, llm_finished = self.nodes("llm", "LLM", {}, {"text": text, "finish_reason": "stop"})
             evs.append(llm_started)
+            if s.reasoning:
+                evs += [self.reasoning_chunk(r) for r in s.reasoning] + [self.reasoning_chunk("", is_final=True)]
             evs += [self.event("text_chunk", data={"text": c, "from_variable_selector": ["llm", "text"]}) if wf
                     else self.message(c, selector=["llm", "text"]) for c in chunks]
             if tail_error:
@@ -516,6 +562,16 @@ class _Run:
                 llm_finished["data"] |= {"status": "failed", "error": s.workflow_error, "outputs": None}
                 evs += [llm_finished, self.workflow_finished("failed", error=s.workflow_error)]
                 return evs + ([self.error("invalid_param", 400, f"Run failed: {s.workflow_error}")] if chat else [])
+            if s.human_input is not None:
+                h = s.human_input
+                required = self.human_input_required(h)
+                self.node_index += 1
+                started = {"id": str(uuid.uuid4()), "node_id": h.node_id, "node_type": "human-input",
+                           "title": h.node_title, "index": self.node_index, "predecessor_node_id": "llm",
+                           "inputs": None, "inputs_truncated": False, "created_at": int(time.time()), "extras": {},
+                           "iteration_id": None, "loop_id": None, "agent_strategy": None}
+                return evs + [llm_finished, self.event("node_started", data=started), required,
+                              self.workflow_paused(required)]
             outputs = s.outputs if s.outputs is not None else ({"text": text} if wf else {"answer": text})
             evs += [llm_finished, *self.nodes("end" if wf else "answer", "End" if wf else "Answer", outputs, outputs)]
             if chat:
@@ -584,6 +640,9 @@ class _Run:
                 if isinstance(step.get("answer"), str) and "url" not in step:  # text, incl. message_file quirk
                     self.answer = step["answer"] if name == "message_replace" else self.answer + step["answer"]
                 yield step
+                if name == "workflow_paused":  # the stream ends; the run waits in Dify for the form
+                    self.outcome = "paused"
+                    return
                 if name in _TERMINAL or (name == "workflow_finished" and self.mode == "workflow"):
                     self.outcome = "error_event" if name == "error" else "completed"
                     return

@@ -208,8 +208,8 @@ class DifyAdaptor(ChannelAdaptor):
             completed = True
         finally:
             await response.close()
-            if not completed and translator.task_id:
-                # Cancelled, timed out or failed mid-way: don't leave the app generating.
+            if not completed and translator.task_id and not translator.paused:
+                # Cancelled, timed out or failed mid-way: don't leave the app generating (a paused run waits for a human).
                 await asyncio.shield(self._stop(channel, mode, translator.task_id, body["user"]))
 
     async def _stop(self, channel: ChannelConfig, mode: str, task_id: str, user: str) -> None:

@@ -43,6 +43,8 @@ class DifyEventTranslator:
     _content: list[str] = field(default_factory=list)
 
     _reasoned: bool = False
+    #: Set when the run paused for a human (Dify ≥ 1.13 Human Input node): the answer ends there.
+    paused: bool = False
 
     def translate(self, event: dict[str, Any]) -> list[UpstreamEvent]:
         """Events for the client from one Dify event (raises UpstreamError on Dify errors).
@@ -131,6 +133,41 @@ class DifyEventTranslator:
         self._reasoned = True
         # Tool inputs and observations are the upstream's own text: a tool may echo the app's key.
         return [Delta(reasoning_content=redact(text, self.channel.api_key))]
+
+    # --- Dify ≥ 1.13: model reasoning (LLM nodes with separated reasoning) → reasoning_content ---
+    def _on_reasoning_chunk(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        text = (event.get("data") or {}).get("reasoning") or ""  # `is_final` chunks are empty: nothing to show
+        if not isinstance(text, str):
+            raise TypeError("reasoning is not a string")
+        if not text or not self.show_thoughts:
+            return []
+        self._reasoned = True
+        return [Delta(reasoning_content=redact(text, self.channel.api_key))]
+
+    # --- Dify ≥ 1.13: a run that waits for a human ---------------------------------------------
+    def _on_human_input_required(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        data = event.get("data") or {}
+        raise self._paused_error(data.get("node_title") or data.get("node_id"))
+
+    def _on_workflow_paused(self, event: dict[str, Any]) -> list[UpstreamEvent]:
+        nodes = (event.get("data") or {}).get("paused_nodes") or []
+        raise self._paused_error(", ".join(n for n in nodes if isinstance(n, str)) or None)
+
+    def _paused_error(self, where: Any) -> UpstreamError:
+        """The run is parked until someone fills a form in Dify: no answer can come through this API.
+
+        An error rather than a made-up assistant reply, so clients and conversation memory never take it
+        for the app's answer; not retried (every channel of the app would pause the same way), and not the
+        channel's fault. The Dify run is left paused (not stopped): the form can still be answered in Dify.
+        """
+        self.paused = True
+        node = f" at '{redact(where, self.channel.api_key)}'" if isinstance(where, str) and where else ""
+        return UpstreamError(
+            422,
+            f"The Dify app paused for human input{node} and waits for a form to be filled in Dify; "
+            "it cannot be answered through this API.",
+            code="dify_human_input_required",
+        )
 
     # --- ends -----------------------------------------------------------------------------------
     def _on_message_end(self, event: dict[str, Any]) -> list[UpstreamEvent]:
