@@ -21,6 +21,10 @@ CHANNEL_FAMILIES: dict[str, str] = {
 #: `channels.info`; a channel without models serves the name it learns). Saving one asks a relay worker.
 LEARNS_ON_SAVE: frozenset[str] = frozenset({"dify"})
 
+#: Channel types that, saved without models, serve nothing: the save asks a relay worker for the
+#: upstream's model list and is refused with it (a 400 naming the ids), so the admin picks the models.
+LISTS_MODELS_ON_SAVE: frozenset[str] = frozenset({"openai"})
+
 
 #: channel type → the job kinds (endpoints) its adaptor serves; a type not listed serves chat only.
 #: The edge routes a job to the family of the best channel that serves its kind; the relay's

@@ -131,12 +131,13 @@ class ChannelProbeJob(BaseModel):
     """An admin's check of a channel, for a relay worker of the channel's family (queue `probe.<family>`, live).
 
     `info` asks the channel's adaptor for the facts it learns when a channel is saved (a Dify
-    app's name, mode and input form); `test` makes one small live call. The worker answers on
+    app's name, mode and input form); `models` lists the upstream's model ids (an OpenAI-compatible
+    channel saved without models); `test` makes one small live call. The worker answers on
     `reply_to` with a `started` frame, then a `result` frame whose payload is a `ChannelProbeResult`.
     """
 
     probe_id: str
-    action: Literal["info", "test"]
+    action: Literal["info", "models", "test"]
     channel_type: str
     base_url: str
     api_key: str = Field(repr=False, description="Encrypted with SB_SECRET_KEY (SecretBox): never plain on the bus.")
@@ -150,10 +151,11 @@ class ChannelProbeJob(BaseModel):
 
 
 class ChannelProbeResult(BaseModel):
-    """What a channel check found: `info` (for `info`) or only `ok`; `error` never holds the key."""
+    """What a channel check found: `info` (for `info`), `models` (for `models`) or only `ok`; `error` never holds the key."""
 
     probe_id: str
     ok: bool
     info: dict[str, Any] | None = None
+    models: list[str] | None = Field(None, description="`models`: the upstream's model ids, in its order.")
     error: str | None = None
     latency_ms: int | None = None

@@ -99,6 +99,7 @@ class FakeOpenAIState:
     some OpenAI-compatible servers do).
     ``fail_padding``: bytes of ``x`` appended to a forced failure's message; the error body is then
     streamed in 64 KiB pieces (a huge error body, for bounded-read tests).
+    ``listed_models``: the ids ``GET /v1/models`` lists (the models served stay ``MODELS``).
     """
 
     api_key: str | None = DEFAULT_API_KEY
@@ -115,6 +116,7 @@ class FakeOpenAIState:
     raw_stream: list[bytes] | None = None
     raw_body: bytes | None = None
     embeddings_as_floats: bool = False
+    listed_models: tuple[str, ...] = MODELS
     #: Azure OpenAI deployments served under /openai/deployments/{name}/…: name → model.
     azure_deployments: dict[str, str] = field(default_factory=lambda: dict(AZURE_DEPLOYMENTS))
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -567,7 +569,7 @@ def create_openai_app(state: FakeOpenAIState | None = None) -> Starlette:
 
     async def list_models(request: Request) -> Response:
         _, err = await prologue(request)
-        return err or _ok({"object": "list", "data": [model_card(m) for m in MODELS]})
+        return err or _ok({"object": "list", "data": [model_card(m) for m in st.listed_models]})
 
     async def get_model(request: Request) -> Response:
         _, err = await prologue(request)

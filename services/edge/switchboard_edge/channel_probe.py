@@ -14,12 +14,12 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import ValidationError
 
 from switchboard_shared.backends import Backends
-from switchboard_shared.channel_types import LEARNS_ON_SAVE, family_of
+from switchboard_shared.channel_types import LEARNS_ON_SAVE, LISTS_MODELS_ON_SAVE, family_of
 from switchboard_shared.contracts import ChannelProbeJob, ChannelProbeResult, FrameKind
 from switchboard_shared.errors import OpenAIError
 from switchboard_shared.secret_box import SecretBox
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Time past the upstream's share for the worker's answer to come back.
 _REPLY_MARGIN_SECONDS = 2.0
+#: How many of the upstream's model ids a refused save names (the rest are counted).
+_OFFERED_MODELS = 50
 
 
 class ChannelProber:
@@ -49,8 +51,11 @@ class ChannelProber:
         `api_key` is the channel's key in plain text. A channel without configured models
         serves the name it learns, so failing to learn it is a 400; with models, the failure
         is recorded in `info.error` and the channel is saved anyway. The worker has redacted
-        the key from the message.
+        the key from the message. A kind that lists its models (`LISTS_MODELS_ON_SAVE`) saved
+        without any is refused with the upstream's list (`offer_models`).
         """
+        if channel_type in LISTS_MODELS_ON_SAVE and not models:
+            await self.offer_models(channel_type, base_url, api_key, options)
         if channel_type not in LEARNS_ON_SAVE:
             return None
         result = await self._ask("info", channel_type, base_url, api_key, models, options)
@@ -66,6 +71,30 @@ class ChannelProber:
             )
         return {"error": error}
 
+    async def offer_models(self, channel_type: str, base_url: str, api_key: str, options: dict[str, Any] | None) -> NoReturn:
+        """The 400 refusing a channel saved without models: it names the ids the upstream offers (the
+        first `_OFFERED_MODELS`), for the admin to copy into `models`, or why they could not be read."""
+        result = await self._ask("models", channel_type, base_url, api_key, (), options)
+        if not result.ok or result.models is None:
+            raise OpenAIError(
+                400,
+                f"Give 'models': the channel serves no model without them, and the upstream's model list could not be "
+                f"read ({result.error or 'no answer'}); fix base_url/api_key or give 'models' explicitly.",
+                code="models_unlisted",
+                param="base_url",
+            )
+        if not result.models:
+            raise OpenAIError(400, f"Give 'models': the upstream at {base_url} lists no models.", code="models_required", param="models")
+        shown = ", ".join(result.models[:_OFFERED_MODELS])
+        more = len(result.models) - _OFFERED_MODELS
+        raise OpenAIError(
+            400,
+            f"Give 'models': the channel serves no model without them. The upstream at {base_url} offers "
+            f"{len(result.models)}: {shown}{f' …and {more} more' if more > 0 else ''}.",
+            code="models_required",
+            param="models",
+        )
+
     async def test(
         self, channel_type: str, base_url: str, api_key: str, models: Sequence[str], options: dict[str, Any], model: str | None,
         model_mapping: dict[str, str] | None = None,
@@ -75,7 +104,7 @@ class ChannelProber:
 
     async def _ask(
         self,
-        action: Literal["info", "test"],
+        action: Literal["info", "models", "test"],
         channel_type: str,
         base_url: str,
         api_key: str,

@@ -1,7 +1,8 @@
 """Channel checks for the admin API: the edge asks (a `ChannelProbeJob`), the channel's adaptor calls the upstream.
 
-Saving a channel whose kind learns facts (a Dify app's name and form) and
-`POST /api/channels/{id}/test` both come here, so every upstream call of the
+Saving a channel whose kind learns facts (a Dify app's name and form), saving one
+without models whose kind lists them (an OpenAI-compatible upstream's `/models`), and
+`POST /api/channels/{id}/test` all come here, so every upstream call of the
 system is made by a relay worker. A check never raises: its outcome, with the
 key redacted from any upstream message, goes back to the asking edge on its
 reply channel (a `started` frame when taken, then a `result` frame).
@@ -72,12 +73,14 @@ class ProbeRunner:
             weight=1,
             model_mapping=job.model_mapping,
         )
-        info = error = None
+        info = models = error = None
         started = time.monotonic()
         try:
             async with asyncio.timeout(job.timeout_seconds):
                 if job.action == "info":
                     info = await adaptor.app_info(channel)
+                elif job.action == "models":
+                    models = await adaptor.list_models(channel)
                 else:
                     await adaptor.check(channel, job.model)
         except TimeoutError:
@@ -92,6 +95,7 @@ class ProbeRunner:
             probe_id=job.probe_id,
             ok=error is None,
             info=info,
+            models=models,
             error=redact(error, api_key) if error else None,
             latency_ms=latency_ms,
         )

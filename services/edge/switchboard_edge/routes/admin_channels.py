@@ -130,7 +130,8 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
     new_key = new_keys[0] if new_keys else None
     if new_keys:
         changes["api_key"] = join_keys(new_keys)  # encrypted below, after the probe
-    probed = bool(changes.keys() & _PROBED_FIELDS)
+    # Emptying `models` is probed too: a kind that lists its models is then refused with the list.
+    probed = bool(changes.keys() & _PROBED_FIELDS) or changes.get("models") == []
     if probed:
         # Read what the probe needs and probe with no transaction open: the upstream may take
         # seconds, and a database connection must not wait on it.

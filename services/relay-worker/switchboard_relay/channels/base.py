@@ -180,6 +180,14 @@ class ChannelAdaptor(ABC):
         """
         return None
 
+    async def list_models(self, channel: ChannelConfig) -> list[str]:
+        """The model ids the upstream offers, asked when a channel is saved without models.
+
+        Kinds that answer are listed in `shared/channel_types.py` `LISTS_MODELS_ON_SAVE`.
+        Raises `UpstreamError` when the upstream cannot tell, or the kind has no such list.
+        """
+        raise UpstreamError(400, f"'{self.type}' channels have no model list; give 'models'", code="models_not_listed")
+
     async def check(self, channel: ChannelConfig, model: str | None) -> None:
         """One small live call proving the channel answers (`POST /api/channels/{id}/test`); `UpstreamError` if not.
 

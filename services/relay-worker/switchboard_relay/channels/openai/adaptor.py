@@ -27,6 +27,9 @@ from .embeddings import embeddings_of, embeddings_request
 
 #: What is read of a check's `/models` list.
 _CHECK_BODY_BYTES = 4 * 1024 * 1024
+#: Model ids kept from a `/models` list: as long as the admin API takes a model name, and how many.
+_MODEL_ID_CHARS = 128
+_MAX_MODEL_IDS = 10_000
 # Fields of ours that no upstream should see.
 _GATEWAY_FIELDS = ("dify",)
 #: An upstream JSON object (a stream chunk, or a whole body) → events.
@@ -72,10 +75,37 @@ class OpenAIAdaptor(ChannelAdaptor):
         if model or channel.models or self.type != OpenAIAdaptor.type:
             await super().check(channel, model)
             return
-        status, _, raw = await self.context.http.get(channel.base_url.rstrip("/") + "/models", channel.api_key, _CHECK_BODY_BYTES)
+        await self.list_models(channel)
+
+    async def list_models(self, channel: ChannelConfig) -> list[str]:
+        """The ids of `GET {base_url}/models` (those an admin could save: at most 128 characters, no control
+        characters). A 404 there, where `{base_url}/v1/models` answers, names that base URL in the error."""
+        if self.type != OpenAIAdaptor.type:
+            return await super().list_models(channel)
+        base = channel.base_url.rstrip("/")
+        status, _, raw = await self.context.http.get(base + "/models", channel.api_key, _CHECK_BODY_BYTES)
+        if status == 404 and not base.endswith("/v1") and await self._lists_models(f"{base}/v1", channel):
+            raise UpstreamError(
+                404, f"GET {base}/models answered HTTP 404 but {base}/v1/models answers: did you mean base_url {base}/v1?",
+                code="base_url_missing_v1", param="base_url",
+            )
         if status >= 400:
-            raise _error_from_body(status, raw)
-        parse_object(raw, "the /models answer")
+            failure = _error_from_body(status, raw)
+            raise UpstreamError(failure.status, f"GET {base}/models answered HTTP {status}: {failure.message}",
+                                code=failure.code, param=failure.param, fault=failure.fault)
+        data = parse_object(raw, "the /models answer").get("data")
+        if not isinstance(data, list):
+            raise invalid_response("the /models answer has no 'data' list")
+        ids = (card.get("id") for card in data if isinstance(card, dict))
+        return [i for i in ids if isinstance(i, str) and 0 < len(i) <= _MODEL_ID_CHARS and i.isprintable()][:_MAX_MODEL_IDS]
+
+    async def _lists_models(self, base: str, channel: ChannelConfig) -> bool:
+        """Whether `GET {base}/models` answers a model list (the other base URL an admin may have meant)."""
+        try:
+            status, _, raw = await self.context.http.get(base + "/models", channel.api_key, _CHECK_BODY_BYTES)
+            return status == 200 and isinstance(parse_object(raw, "the /models answer").get("data"), list)
+        except UpstreamError:
+            return False
 
     async def _events(
         self, job: ChatJob, channel: ChannelConfig, operation: str, on_chunk: _Converter, on_body: _Converter
