@@ -642,7 +642,14 @@ async def test_a_bare_401_or_403_from_dify_moves_on_to_the_next_channel(
         streamed, _ = await stream_chat(client, model, [user(question)])
     assert completion.choices[0].message.content == f"Echo: {question}"
     assert streamed.content == f"Echo: {question}"
-    assert [len(app.bodies()) for app in apps] == [2, 2, 2], "each channel tried once per call, in priority order"
+    # The first call tried them in priority order; a refused key disables its channel at once (channel
+    # health), so the second call went straight to the one that answers.
+    assert [len(app.bodies()) for app in apps] == [1, 1, 2]
+    with stack.admin() as admin:
+        for app in apps[:2]:
+            shown = admin.get(f"/api/channels/{app.channel['id']}").json()
+            assert shown["enabled"] is False and "refused the channel's key" in shown["disabled_reason"], shown
+            admin.delete(f"/api/channels/{app.channel['id']}")
 
 async def test_error_event_after_content_ends_the_stream_with_an_error_chunk(
     stack: Stack, token: dict[str, Any], new_app: Callable[..., DifyApp]
