@@ -86,7 +86,8 @@ async def test_failing_channel_cools_down_and_is_disabled(health_stack: Stack, t
             assert response.status_code == 200, response.text
             await asyncio.sleep(0.1)
         shown = _channel(stack, primary["id"])
-        assert len(primary_state.snapshot()) == THRESHOLD
+        # The last failure disables it; a worker that has not seen the change yet may try it once more.
+        assert THRESHOLD <= len(primary_state.snapshot()) <= THRESHOLD + WORKERS - 1
         assert shown["disabled_reason"] and f"{THRESHOLD} failures in a row" in shown["disabled_reason"], shown
         assert shown["health"]["state"] == "disabled" and shown["health"]["consecutive_failures"] == THRESHOLD
         assert shown["health"]["last_error"]

@@ -226,6 +226,8 @@ def test_channel_test_makes_one_small_call_through_the_worker(
         hanging = admin.post(f"/api/channels/{ids['dify']}/test")
         missing = admin.post("/api/channels/999999999/test")
         bad_body = admin.post(f"/api/channels/{ids['good']}/test", json={"model": 5})
+        for channel_id in ids.values():  # they serve the default model: left behind, they would take its calls
+            admin.delete(f"/api/channels/{channel_id}")
     bodies = {name: response.json() for name, response in results.items()}
     for name, response in results.items():
         assert response.status_code == 200, (name, response.text)

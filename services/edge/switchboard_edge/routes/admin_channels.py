@@ -157,6 +157,10 @@ async def update_channel(channel_id: int, request: Request) -> ChannelOut:
             # An operator's word is final: the probe re-enables only what Switchboard disabled itself.
             channel.auto_disabled = False
             channel.disabled_reason = None if channel.enabled else "disabled by an operator"
+        elif channel.auto_disabled and (new_keys or "base_url" in changes):
+            # New keys or a new address are the operator's fix for what disabled it: serve again at once.
+            channel.enabled, channel.auto_disabled, channel.disabled_reason = True, False, None
+            changes["enabled"] = True
         if probed:
             channel.info = info
     if changes.get("enabled") or new_keys:
