@@ -107,16 +107,16 @@ class HealthTracker:
         if error.fault is ChannelFault.THROTTLED:
             return False
         try:
+            previous = await read_health(self._backends, channel.id)
             if error.fault is ChannelFault.UNAVAILABLE:
                 failures = await self._backends.kv.incr(failures_key(self._backends, channel.id))
                 reason = f"{failures} failures in a row; the last: {message}" if failures >= self._threshold else None
             else:
-                failures = (await read_health(self._backends, channel.id)).consecutive_failures + 1
+                failures = previous.consecutive_failures + 1
                 reason = f"{_DISABLED_AT_ONCE[error.fault]}: {message}"
             self._failing.add(channel.id)
             if reason is not None:
                 await self._disable(channel, reason)
-            previous = await read_health(self._backends, channel.id)
             await write_health(
                 self._backends, channel.id,
                 previous.model_copy(update={
